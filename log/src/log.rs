@@ -1,0 +1,950 @@
+//! The log: group-committed appends, reads, truncation, purge and retention.
+//!
+//! # Concurrency
+//!
+//! Three locks, always taken in this order when nested:
+//!
+//! - `writer` (Mutex): held by whoever changes the files — the commit leader
+//!   of a batch, `truncate_after`, `purge`, retention. One mutator at a time
+//!   means the bytes on disk are only ever extended, cut or replaced by one
+//!   thread, in the order the durability argument below assumes.
+//! - `queue` (Mutex + Condvar): appenders enqueue their records here. The
+//!   first one to find no leader becomes the leader, takes the whole queue as
+//!   one batch, writes it with one `write` and one `fdatasync`, then wakes the
+//!   others with their results: group commit without a dedicated thread.
+//! - `view` (RwLock): what readers see — only durable records. The writer
+//!   updates it after the bytes are durable, so a reader never sees a record
+//!   that a crash could take back. Readers hold it only to copy `Arc`s and
+//!   positions; no I/O happens under it.
+//!
+//! No lock is held across a wait for another lock's holder except `writer`,
+//! which the leader holds across its I/O on purpose.
+//!
+//! # Durability
+//!
+//! An append is acknowledged only after the fdatasync of its batch returns.
+//! A segment file is created with its header, fdatasynced, and its directory
+//! entry fsynced before any record is written to it. A batch never spans two
+//! segments. Any failed write or sync poisons the log: what reached the disk
+//! is unknown, and retrying an fsync can report success for data that was
+//! dropped (the "fsyncgate" lesson), so every later call fails until reopen
+//! lets recovery look at what is really there.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, ChainHash, RECORD_HEADER_LEN, RecordHeader, SegmentHeader, chain_hash, segment_file_name,
+};
+use crate::fs::{FileSystem, LogFile};
+use crate::index::{SegmentIndex, SparseBuilder};
+use crate::meta;
+use crate::options::{Options, SyncMode};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{ActiveView, Entries, Entry, Part, Sealed, read_active};
+
+/// One record to append.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    /// Milliseconds since the Unix epoch, chosen by the caller (replicas of a
+    /// log must agree on it, so the log does not read its own clock here).
+    pub timestamp: u64,
+    /// The bytes to store.
+    pub payload: &'a [u8],
+}
+
+/// The visible extent of a log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogState {
+    /// First index that can be read (everything below is purged).
+    pub first_index: u64,
+    /// Index the next appended record gets.
+    pub next_index: u64,
+    /// Chain hash of the last record (of the record before the first
+    /// segment's first one if the log holds none).
+    pub head_hash: ChainHash,
+}
+
+/// A summary of one segment file, for tools and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Its first index.
+    pub first_index: u64,
+    /// Its next index (first index + record count).
+    pub next_index: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Whether it is sealed (false for the one active segment).
+    pub sealed: bool,
+}
+
+/// A segmented, checksummed, hash-chained append-only log in one directory.
+pub struct Log {
+    /// The log's directory.
+    dir: PathBuf,
+    /// Options it was opened with (the file system among them).
+    opts: Options,
+    /// What readers see; see the module docs.
+    view: RwLock<View>,
+    /// Held by the single mutator of the files.
+    writer: Mutex<Writer>,
+    /// Appends waiting for a commit leader.
+    queue: Mutex<Queue>,
+    /// Wakes appenders whose batch is done or who may lead the next one.
+    queue_cv: Condvar,
+    /// Set by the first failed write or sync; every later call fails.
+    poison: RwLock<Option<Arc<str>>>,
+    /// What recovery found when the log was opened.
+    report: RecoveryReport,
+    /// The directory lock, released when the log is dropped.
+    _lock: Box<dyn Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// The durable state readers see.
+#[derive(Debug)]
+pub(crate) struct View {
+    /// Sealed segments in index order.
+    pub sealed: Vec<Arc<Sealed>>,
+    /// The segment appends go to.
+    pub active: ActiveView,
+    /// The purge point: the first readable index.
+    pub first_visible: u64,
+    /// Chain hash of the last durable record.
+    pub head: ChainHash,
+}
+
+impl View {
+    fn next(&self) -> u64 {
+        self.active.next()
+    }
+}
+
+/// State only the writer touches.
+#[derive(Debug, Default)]
+struct Writer {
+    /// Reused buffer for encoding a batch.
+    buf: Vec<u8>,
+    /// Segments removed from the log while readers still mapped them, renamed
+    /// aside and unlinked once the last reader lets go.
+    retired: Vec<(PathBuf, Arc<Sealed>)>,
+}
+
+/// Appends waiting to be written.
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    /// Whether a leader is committing a batch right now.
+    leader: bool,
+    next_ticket: u64,
+    /// Results of finished appends by ticket, collected by their callers.
+    done: HashMap<u64, Result<Range<u64>>>,
+}
+
+/// One caller's records, pre-encoded with the fields the leader cannot know
+/// (index, batch offset, chain hash, CRC) left blank.
+#[derive(Debug)]
+struct Pending {
+    ticket: u64,
+    expected_first: Option<u64>,
+    count: u64,
+    bytes: Vec<u8>,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // A panic while holding one of these locks leaves data that is still
+    // consistent (every update is a single assignment after the I/O), so a
+    // poisoned std lock is not a reason to stop serving.
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering from whatever
+    /// a crash left: a torn tail is cut and fsynced; corruption anywhere else
+    /// is an error naming the segment and byte.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
+        let dir = dir.as_ref().to_owned();
+        if opts.segment_bytes < (format::SEGMENT_HEADER_LEN + RECORD_HEADER_LEN) as u64 {
+            return Err(Error::InvalidOption(
+                "segment_bytes is smaller than one record",
+            ));
+        }
+        if opts.index_interval_bytes == 0 {
+            return Err(Error::InvalidOption(
+                "index_interval_bytes must be positive",
+            ));
+        }
+        let fs = opts.fs.clone();
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create dir", &dir, e))?;
+        let lock = fs.lock_dir(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked(dir.clone())
+            } else {
+                Error::io("lock", &dir, e)
+            }
+        })?;
+        let (view, report) = recovery::recover(&dir, &opts)?;
+        Ok(Log {
+            dir,
+            opts,
+            view: RwLock::new(view),
+            writer: Mutex::new(Writer::default()),
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            poison: RwLock::new(None),
+            report,
+            _lock: lock,
+        })
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What recovery found and did when the log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// First readable index, next index and head hash.
+    pub fn state(&self) -> LogState {
+        let v = read(&self.view);
+        LogState {
+            first_index: v.first_visible,
+            next_index: v.next(),
+            head_hash: v.head,
+        }
+    }
+
+    /// The segments on disk that belong to the log, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let v = read(&self.view);
+        let mut out: Vec<SegmentInfo> = v
+            .sealed
+            .iter()
+            .map(|s| SegmentInfo {
+                path: s.path.clone(),
+                first_index: s.first(),
+                next_index: s.last() + 1,
+                bytes: s.index.segment_len,
+                sealed: true,
+            })
+            .collect();
+        out.push(SegmentInfo {
+            path: v.active.path.clone(),
+            first_index: v.active.first(),
+            next_index: v.active.next(),
+            bytes: v.active.end,
+            sealed: false,
+        });
+        out
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match &*read(&self.poison) {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `err` as the poison cause (the first one wins) and returns it.
+    fn poisoned(&self, err: Error) -> Error {
+        let mut p = write(&self.poison);
+        if p.is_none() {
+            tracing::error!(dir = %self.dir.display(), error = %err, "log poisoned");
+            *p = Some(Arc::from(err.to_string()));
+        }
+        err
+    }
+
+    /// Appends records and returns their indexes once they are durable.
+    ///
+    /// Concurrent callers are committed together: one write and one
+    /// fdatasync for all of them.
+    pub fn append(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        self.submit(None, records)
+    }
+
+    /// Like [`Log::append`], but fails with [`Error::IndexMismatch`] (and
+    /// writes nothing) unless the first record gets index `first`. For
+    /// replication, where the index is decided elsewhere.
+    pub fn append_at(&self, first: u64, records: &[Record<'_>]) -> Result<Range<u64>> {
+        self.submit(Some(first), records)
+    }
+
+    fn submit(&self, expected_first: Option<u64>, records: &[Record<'_>]) -> Result<Range<u64>> {
+        self.check_poison()?;
+        let max = self.opts.max_record_bytes;
+        let mut bytes = Vec::with_capacity(
+            records
+                .iter()
+                .map(|r| RECORD_HEADER_LEN + r.payload.len())
+                .sum(),
+        );
+        for r in records {
+            if r.payload.len() > max as usize {
+                return Err(Error::RecordTooLarge {
+                    len: r.payload.len(),
+                    max,
+                });
+            }
+            let header = RecordHeader {
+                payload_len: r.payload.len() as u32,
+                index: 0,
+                timestamp: r.timestamp,
+                batch_offset: 0,
+                chain_hash: [0; 32],
+            };
+            format::encode_record(&mut bytes, &header, r.payload);
+        }
+        if records.is_empty() {
+            let next = read(&self.view).next();
+            return match expected_first {
+                Some(e) if e != next => Err(Error::IndexMismatch { expected: e, next }),
+                _ => Ok(next..next),
+            };
+        }
+
+        let mut q = lock(&self.queue);
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push(Pending {
+            ticket,
+            expected_first,
+            count: records.len() as u64,
+            bytes,
+        });
+        loop {
+            if let Some(result) = q.done.remove(&ticket) {
+                return result;
+            }
+            if !q.leader {
+                q.leader = true;
+                drop(q);
+                // Leading: take the writer, then everything queued by now —
+                // later arrivals queue up for the next batch meanwhile.
+                let mut w = lock(&self.writer);
+                let batch = std::mem::take(&mut lock(&self.queue).pending);
+                let results = self.commit(&mut w, batch);
+                drop(w);
+                q = lock(&self.queue);
+                q.done.extend(results);
+                q.leader = false;
+                self.queue_cv.notify_all();
+                continue;
+            }
+            q = self.queue_cv.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Writes one batch: assigns indexes, chains hashes, one write, one
+    /// fdatasync, then publishes the records to readers.
+    fn commit(&self, w: &mut Writer, batch: Vec<Pending>) -> Vec<(u64, Result<Range<u64>>)> {
+        let mut results = Vec::with_capacity(batch.len());
+        if let Err(e) = self.check_poison() {
+            let cause = match e {
+                Error::Poisoned { cause } => cause,
+                other => Arc::from(other.to_string()),
+            };
+            return batch
+                .into_iter()
+                .map(|p| {
+                    (
+                        p.ticket,
+                        Err(Error::Poisoned {
+                            cause: cause.clone(),
+                        }),
+                    )
+                })
+                .collect();
+        }
+        self.sweep_retired(w);
+
+        // Decide which pendings go in, so the size (and a roll) is known
+        // before bytes are placed.
+        let mut next = read(&self.view).next();
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut batch_bytes = 0u64;
+        for p in batch {
+            match p.expected_first {
+                Some(e) if e != next => {
+                    results.push((p.ticket, Err(Error::IndexMismatch { expected: e, next })));
+                }
+                _ => {
+                    next += p.count;
+                    batch_bytes += p.bytes.len() as u64;
+                    accepted.push(p);
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return results;
+        }
+
+        let outcome = self.write_batch(w, &accepted, batch_bytes);
+        match outcome {
+            Ok(first) => {
+                let mut at = first;
+                for p in &accepted {
+                    results.push((p.ticket, Ok(at..at + p.count)));
+                    at += p.count;
+                }
+            }
+            Err(e) => {
+                let cause: Arc<str> = Arc::from(self.poisoned(e).to_string());
+                for p in &accepted {
+                    results.push((
+                        p.ticket,
+                        Err(Error::Poisoned {
+                            cause: cause.clone(),
+                        }),
+                    ));
+                }
+            }
+        }
+        results
+    }
+
+    /// Places, writes and syncs the accepted pendings; returns the first
+    /// index assigned.
+    fn write_batch(&self, w: &mut Writer, accepted: &[Pending], batch_bytes: u64) -> Result<u64> {
+        {
+            let v = read(&self.view);
+            let full = v.active.end + batch_bytes > self.opts.segment_bytes;
+            let nonempty = !v.active.positions.is_empty();
+            drop(v);
+            if full && nonempty {
+                self.roll(w)?;
+            }
+        }
+        let (first, mut hash, file, path, base) = {
+            let v = read(&self.view);
+            (
+                v.next(),
+                v.head,
+                v.active.file.clone(),
+                v.active.path.clone(),
+                v.active.end,
+            )
+        };
+
+        let buf = &mut w.buf;
+        buf.clear();
+        buf.reserve(batch_bytes as usize);
+        for p in accepted {
+            buf.extend_from_slice(&p.bytes);
+        }
+        let mut positions = Vec::new();
+        let mut max_ts = 0;
+        let mut pos = 0usize;
+        let mut index = first;
+        while pos < buf.len() {
+            // The record was encoded by `submit`; re-read its header to
+            // patch in the fields assigned here.
+            let header = format::decode_record_header(&buf[pos..], u32::MAX)
+                .expect("invariant: submit encoded a valid record header");
+            let end = pos + header.record_len();
+            let payload = &buf[pos + RECORD_HEADER_LEN..end];
+            hash = chain_hash(&hash, index, header.timestamp, payload);
+            let header = RecordHeader {
+                index,
+                batch_offset: (index - first) as u32,
+                chain_hash: hash,
+                ..header
+            };
+            let mut encoded = Vec::with_capacity(header.record_len());
+            format::encode_record(&mut encoded, &header, payload);
+            buf[pos..end].copy_from_slice(&encoded);
+            positions.push(base + pos as u64);
+            max_ts = max_ts.max(header.timestamp);
+            pos = end;
+            index += 1;
+        }
+
+        file.write_all_at(buf, base)
+            .map_err(|e| Error::io("write", &path, e))?;
+        if self.opts.sync == SyncMode::Fdatasync {
+            // The acknowledgement below promises these bytes survive a crash.
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", &path, e))?;
+        }
+
+        let mut v = write(&self.view);
+        v.active.positions.extend_from_slice(&positions);
+        v.active.end = base + buf.len() as u64;
+        v.active.max_timestamp = v.active.max_timestamp.max(max_ts);
+        v.head = hash;
+        Ok(first)
+    }
+
+    /// Seals the active segment and starts a new one at the next index.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let (old, next, head) = {
+            let v = read(&self.view);
+            (v.active.clone(), v.next(), v.head)
+        };
+        let mut sparse = SparseBuilder::new(self.opts.index_interval_bytes);
+        for (k, pos) in old.positions.iter().enumerate() {
+            sparse.push(old.first() + k as u64, *pos);
+        }
+        let index = SegmentIndex {
+            first_index: old.first(),
+            segment_len: old.end,
+            last_index: next - 1,
+            max_timestamp: old.max_timestamp,
+            last_hash: head,
+            entries: sparse.finish(),
+        };
+        let fs = &*self.opts.fs;
+        recovery::write_index(fs, &self.dir, &index).map_err(|e| self.poisoned(e))?;
+        let map = old
+            .file
+            .map()
+            .map_err(|e| self.poisoned(Error::io("mmap", &old.path, e)))?;
+        let sealed = Arc::new(Sealed {
+            path: old.path,
+            header: old.header,
+            index,
+            map,
+        });
+        let active = create_segment(fs, &self.dir, next, head).map_err(|e| self.poisoned(e))?;
+        let mut v = write(&self.view);
+        v.sealed.push(sealed);
+        v.active = active;
+        drop(v);
+        self.apply_retention_locked(w)
+    }
+
+    /// Reads the record at `index`.
+    pub fn read(&self, index: u64) -> Result<Entry> {
+        let mut it = self.range(index, index.saturating_add(1))?;
+        it.next().unwrap_or(Err(Error::BeyondEnd {
+            index,
+            next: self.state().next_index,
+        }))
+    }
+
+    /// Reads the records `from..to` in order. The iterator reads lazily from
+    /// a snapshot; it holds no lock.
+    pub fn range(&self, from: u64, to: u64) -> Result<Entries> {
+        self.check_poison()?;
+        if from > to {
+            return Err(Error::InvalidRange { from, to });
+        }
+        let v = read(&self.view);
+        if from < v.first_visible {
+            return Err(Error::Purged {
+                index: from,
+                first: v.first_visible,
+            });
+        }
+        if to > v.next() {
+            return Err(Error::BeyondEnd {
+                index: to - 1,
+                next: v.next(),
+            });
+        }
+        let max_payload = self.opts.max_record_bytes;
+        let mut parts = VecDeque::new();
+        if from < to {
+            let start = v.sealed.partition_point(|s| s.last() < from);
+            for seg in &v.sealed[start..] {
+                if seg.first() >= to {
+                    break;
+                }
+                let at = from.max(seg.first());
+                let pos = seg.locate(at, max_payload)?;
+                parts.push_back(Part::Sealed {
+                    seg: seg.clone(),
+                    pos,
+                    last: seg.last().min(to - 1),
+                });
+            }
+            let a = &v.active;
+            if to > a.first() {
+                let lo = (from.max(a.first()) - a.first()) as usize;
+                let hi = (to - a.first()) as usize;
+                let mut positions = a.positions[lo..hi].to_vec();
+                positions.push(a.positions.get(hi).copied().unwrap_or(a.end));
+                parts.push_back(Part::Active {
+                    path: a.path.clone(),
+                    file: a.file.clone(),
+                    first: a.first() + lo as u64,
+                    positions,
+                });
+            }
+        }
+        Ok(Entries {
+            parts,
+            next: from,
+            to,
+            max_payload,
+            buf: Vec::new(),
+            buf_at: 0,
+        })
+    }
+
+    /// Reads one record of the active segment without an iterator: the
+    /// common case of replication reading what was just written.
+    pub fn read_recent(&self, index: u64) -> Result<Entry> {
+        self.check_poison()?;
+        let (file, path, span) = {
+            let v = read(&self.view);
+            if index < v.active.first() || index >= v.next() || index < v.first_visible {
+                drop(v);
+                return self.read(index);
+            }
+            (
+                v.active.file.clone(),
+                v.active.path.clone(),
+                v.active.span(index),
+            )
+        };
+        read_active(&*file, &path, span, index, self.opts.max_record_bytes)
+    }
+
+    /// Drops every record after `index` (an uncommitted suffix that lost a
+    /// replication conflict). Durable before it returns. Records at or below
+    /// the purge point cannot be dropped.
+    pub fn truncate_after(&self, index: u64) -> Result<()> {
+        self.check_poison()?;
+        let mut w = lock(&self.writer);
+        self.check_poison()?;
+        self.sweep_retired(&mut w);
+        let (next, first_visible, active_first) = {
+            let v = read(&self.view);
+            (v.next(), v.first_visible, v.active.first())
+        };
+        let keep_to = index.saturating_add(1); // new next index
+        if keep_to >= next {
+            return Ok(());
+        }
+        if keep_to < first_visible {
+            return Err(Error::Purged {
+                index: keep_to,
+                first: first_visible,
+            });
+        }
+        if keep_to >= active_first {
+            self.truncate_active(keep_to).map_err(|e| self.poisoned(e))
+        } else {
+            self.truncate_sealed(&mut w, keep_to)
+                .map_err(|e| self.poisoned(e))
+        }
+    }
+
+    /// Cuts the active segment in place; it is never mapped, so this is safe
+    /// for readers (who get an error for records that vanish under them).
+    fn truncate_active(&self, keep_to: u64) -> Result<()> {
+        let a = read(&self.view).active.clone();
+        let k = (keep_to - a.first()) as usize;
+        let new_end = a.positions[k];
+        let head = if k == 0 {
+            a.header.prev_hash
+        } else {
+            let mut h = [0u8; RECORD_HEADER_LEN];
+            a.file
+                .read_exact_at(&mut h, a.positions[k - 1])
+                .map_err(|e| Error::io("pread", &a.path, e))?;
+            format::decode_record_header(&h, self.opts.max_record_bytes)
+                .map_err(|kind| Error::corruption(&a.path, a.positions[k - 1], kind))?
+                .chain_hash
+        };
+        // Unpublish first so no reader is handed a position past the new end.
+        {
+            let mut v = write(&self.view);
+            v.active.positions.truncate(k);
+            v.active.end = new_end;
+            v.head = head;
+        }
+        a.file
+            .set_len(new_end)
+            .map_err(|e| Error::io("truncate", &a.path, e))?;
+        // A shorter length is metadata fdatasync must persist: after this a
+        // crash cannot bring the dropped records back.
+        a.file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &a.path, e))
+    }
+
+    /// Drops the active segment and sealed segments after the cut, and
+    /// replaces the segment holding the cut with a copy of its prefix, which
+    /// becomes the active segment.
+    fn truncate_sealed(&self, w: &mut Writer, keep_to: u64) -> Result<()> {
+        let fs = &*self.opts.fs;
+        let (active, mut sealed) = {
+            let v = read(&self.view);
+            (v.active.clone(), v.sealed.clone())
+        };
+        let s = sealed.partition_point(|seg| seg.last() < keep_to);
+        let target = sealed[s].clone();
+        let later: Vec<_> = sealed.drain(s..).skip(1).collect();
+
+        // Newest first, each removal durable before the next, so a crash
+        // anywhere leaves a contiguous log (some suffix not yet dropped,
+        // which is the state before the truncation — still valid).
+        {
+            // Readers meanwhile see the log end at the target's last record,
+            // which its (still valid) mapping serves.
+            let mut v = write(&self.view);
+            v.sealed.truncate(s + 1);
+            v.active = ActiveView {
+                header: SegmentHeader {
+                    first_index: target.last() + 1,
+                    prev_hash: target.index.last_hash,
+                },
+                positions: Vec::new(),
+                end: 0,
+                ..active.clone()
+            };
+            v.head = target.index.last_hash;
+        }
+        fs.remove(&active.path)
+            .map_err(|e| Error::io("remove", &active.path, e))?;
+        fs.sync_dir(&self.dir)
+            .map_err(|e| Error::io("fsync dir", &self.dir, e))?;
+        for seg in later.into_iter().rev() {
+            self.retire(w, seg)?;
+            fs.sync_dir(&self.dir)
+                .map_err(|e| Error::io("fsync dir", &self.dir, e))?;
+        }
+
+        // Copy the kept prefix to a temporary file and rename it over the
+        // segment: the replacement is atomic, and the old file — which
+        // readers may still have mapped — is never truncated; its inode lives
+        // until the last mapping goes.
+        let cut = if keep_to == target.first() {
+            format::SEGMENT_HEADER_LEN
+        } else {
+            target.locate(keep_to, self.opts.max_record_bytes)?
+        };
+        let prefix = &target.map.bytes()[..cut];
+        let tmp = tmp_path(&target.path);
+        remove_if_exists(fs, &tmp)?;
+        let file = fs
+            .create_new(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        file.write_all_at(prefix, 0)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+        fs.rename(&tmp, &target.path)
+            .map_err(|e| Error::io("rename", &target.path, e))?;
+        fs.sync_dir(&self.dir)
+            .map_err(|e| Error::io("fsync dir", &self.dir, e))?;
+        remove_if_exists(fs, &self.dir.join(format::index_file_name(target.first())))?;
+
+        let mut positions = Vec::new();
+        let mut head = target.header.prev_hash;
+        let mut max_timestamp = 0;
+        let mut pos = format::SEGMENT_HEADER_LEN;
+        while pos < cut {
+            let h = format::decode_record_header(&prefix[pos..], self.opts.max_record_bytes)
+                .map_err(|kind| Error::corruption(&target.path, pos as u64, kind))?;
+            positions.push(pos as u64);
+            head = h.chain_hash;
+            max_timestamp = max_timestamp.max(h.timestamp);
+            pos += h.record_len();
+        }
+        let new_active = ActiveView {
+            path: target.path.clone(),
+            header: target.header,
+            file: fs
+                .open(&target.path, true)
+                .map_err(|e| Error::io("open", &target.path, e))?,
+            positions,
+            end: cut as u64,
+            max_timestamp,
+        };
+        let mut v = write(&self.view);
+        v.sealed.truncate(s);
+        v.active = new_active;
+        v.head = head;
+        drop(v);
+        // The old mapping of the target is released with this handle.
+        drop(target);
+        Ok(())
+    }
+
+    /// Moves the first visible index to `up_to + 1`. Logical: the records
+    /// stay on disk until the retention policy deletes their segments.
+    pub fn purge(&self, up_to: u64) -> Result<()> {
+        self.check_poison()?;
+        let mut w = lock(&self.writer);
+        self.check_poison()?;
+        self.sweep_retired(&mut w);
+        let (first_visible, next) = {
+            let v = read(&self.view);
+            (v.first_visible, v.next())
+        };
+        if up_to < first_visible {
+            return Ok(());
+        }
+        if up_to >= next {
+            return Err(Error::BeyondEnd { index: up_to, next });
+        }
+        meta::write(&*self.opts.fs, &self.dir, up_to + 1).map_err(|e| self.poisoned(e))?;
+        write(&self.view).first_visible = up_to + 1;
+        self.apply_retention_locked(&mut w)
+    }
+
+    /// Deletes the purged segments the retention policy no longer keeps.
+    pub fn apply_retention(&self) -> Result<()> {
+        self.check_poison()?;
+        let mut w = lock(&self.writer);
+        self.check_poison()?;
+        self.sweep_retired(&mut w);
+        self.apply_retention_locked(&mut w)
+    }
+
+    fn apply_retention_locked(&self, w: &mut Writer) -> Result<()> {
+        let policy = self.opts.retention;
+        if policy.max_age_ms.is_none() && policy.max_total_bytes.is_none() {
+            return Ok(());
+        }
+        let now = self.opts.clock.now_ms();
+        loop {
+            let (oldest, total) = {
+                let v = read(&self.view);
+                let total: u64 =
+                    v.sealed.iter().map(|s| s.index.segment_len).sum::<u64>() + v.active.end;
+                match v.sealed.first() {
+                    Some(s) if s.last() < v.first_visible => (s.clone(), total),
+                    _ => return Ok(()),
+                }
+            };
+            let too_old = policy
+                .max_age_ms
+                .is_some_and(|age| oldest.index.max_timestamp.saturating_add(age) <= now);
+            let too_big = policy.max_total_bytes.is_some_and(|max| total > max);
+            if !(too_old || too_big) {
+                return Ok(());
+            }
+            write(&self.view).sealed.remove(0);
+            tracing::info!(segment = %oldest.path.display(), "retention deletes segment");
+            let fs = &*self.opts.fs;
+            let res = self.retire(w, oldest).and_then(|()| {
+                // Oldest first and durable one at a time, so a crash never
+                // leaves a gap between the segments that remain.
+                fs.sync_dir(&self.dir)
+                    .map_err(|e| Error::io("fsync dir", &self.dir, e))
+            });
+            res.map_err(|e| self.poisoned(e))?;
+        }
+    }
+
+    /// Takes a sealed segment (already out of the view) off the disk. If a
+    /// reader still maps it, it is only renamed aside — out of the log's
+    /// namespace, so a restart ignores it — and unlinked by `sweep_retired`
+    /// once the last mapping is gone: a mapped file is never deleted.
+    fn retire(&self, w: &mut Writer, seg: Arc<Sealed>) -> Result<()> {
+        let fs = &*self.opts.fs;
+        remove_if_exists(fs, &self.dir.join(format::index_file_name(seg.first())))?;
+        if Arc::strong_count(&seg) == 1 {
+            fs.remove(&seg.path)
+                .map_err(|e| Error::io("remove", &seg.path, e))
+        } else {
+            let aside = retired_path(&seg.path);
+            fs.rename(&seg.path, &aside)
+                .map_err(|e| Error::io("rename", &seg.path, e))?;
+            w.retired.push((aside, seg));
+            Ok(())
+        }
+    }
+
+    /// Unlinks retired segments no reader maps any more. Failures are left
+    /// for the next sweep or the next open, which removes leftovers.
+    fn sweep_retired(&self, w: &mut Writer) {
+        let fs = &*self.opts.fs;
+        w.retired.retain(|(path, seg)| {
+            if Arc::strong_count(seg) > 1 {
+                return true;
+            }
+            if let Err(e) = fs.remove(path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove retired segment");
+            }
+            false
+        });
+    }
+}
+
+/// Creates a segment file starting at `first` whose previous record has
+/// chain hash `prev_hash`, durable (content and directory entry) before it
+/// returns, so no record is ever acknowledged in a file a crash could lose.
+pub(crate) fn create_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    first: u64,
+    prev_hash: ChainHash,
+) -> Result<ActiveView> {
+    let path = dir.join(segment_file_name(first));
+    let header = SegmentHeader {
+        first_index: first,
+        prev_hash,
+    };
+    let file: Arc<dyn LogFile> = fs
+        .create_new(&path)
+        .map_err(|e| Error::io("create", &path, e))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", &path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("fsync dir", dir, e))?;
+    Ok(ActiveView {
+        path,
+        header,
+        file,
+        positions: Vec::new(),
+        end: format::SEGMENT_HEADER_LEN as u64,
+        max_timestamp: 0,
+    })
+}
+
+/// Where a file is written before it is renamed into place.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".tmp");
+    PathBuf::from(p)
+}
+
+/// Where a retired segment waits for its last reader.
+fn retired_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".retired");
+    PathBuf::from(p)
+}
+
+pub(crate) fn remove_if_exists(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+    match fs.remove(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
