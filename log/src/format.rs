@@ -112,20 +112,26 @@ pub fn encode_record(out: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
     debug_assert_eq!(header.payload_len as usize, payload.len());
     let start = out.len();
     out.resize(start + RECORD_HEADER_LEN, 0);
-    let h = &mut out[start..start + RECORD_HEADER_LEN];
-    h[4..8].copy_from_slice(&header.payload_len.to_le_bytes());
-    h[8..16].copy_from_slice(&header.index.to_le_bytes());
-    h[16..24].copy_from_slice(&header.timestamp.to_le_bytes());
-    h[24..28].copy_from_slice(&header.batch_offset.to_le_bytes());
-    h[28..30].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-    h[30] = FORMAT_VERSION as u8;
-    // h[31]: flags, zero in version 1.
-    h[32..64].copy_from_slice(&header.chain_hash);
     out.extend_from_slice(payload);
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&out[start + 4..]);
-    let crc = crc.finalize();
-    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    let record = &mut out[start..];
+    record[4..8].copy_from_slice(&header.payload_len.to_le_bytes());
+    record[16..24].copy_from_slice(&header.timestamp.to_le_bytes());
+    record[28..30].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    record[30] = FORMAT_VERSION as u8;
+    // record[31]: flags, zero in version 1.
+    seal_record(record, header.index, header.batch_offset, &header.chain_hash);
+}
+
+/// Fills in a record's position fields — index, batch offset, chain hash —
+/// and its CRC, in place. `record` is exactly one encoded record. The commit
+/// path uses it to place records that appenders encoded before their index
+/// was known, without copying payloads again.
+pub fn seal_record(record: &mut [u8], index: u64, batch_offset: u32, chain_hash: &ChainHash) {
+    record[8..16].copy_from_slice(&index.to_le_bytes());
+    record[24..28].copy_from_slice(&batch_offset.to_le_bytes());
+    record[32..64].copy_from_slice(chain_hash);
+    let crc = crc32fast::hash(&record[4..]);
+    record[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decodes the record at the start of `b`, checking magic, length and CRC.

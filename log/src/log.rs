@@ -472,15 +472,7 @@ impl Log {
             let end = pos + header.record_len();
             let payload = &buf[pos + RECORD_HEADER_LEN..end];
             hash = chain_hash(&hash, index, header.timestamp, payload);
-            let header = RecordHeader {
-                index,
-                batch_offset: (index - first) as u32,
-                chain_hash: hash,
-                ..header
-            };
-            let mut encoded = Vec::with_capacity(header.record_len());
-            format::encode_record(&mut encoded, &header, payload);
-            buf[pos..end].copy_from_slice(&encoded);
+            format::seal_record(&mut buf[pos..end], index, (index - first) as u32, &hash);
             positions.push(base + pos as u64);
             max_ts = max_ts.max(header.timestamp);
             pos = end;
