@@ -119,7 +119,12 @@ pub fn encode_record(out: &mut Vec<u8>, header: &RecordHeader, payload: &[u8]) {
     record[28..30].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
     record[30] = FORMAT_VERSION as u8;
     // record[31]: flags, zero in version 1.
-    seal_record(record, header.index, header.batch_offset, &header.chain_hash);
+    seal_record(
+        record,
+        header.index,
+        header.batch_offset,
+        &header.chain_hash,
+    );
 }
 
 /// Fills in a record's position fields — index, batch offset, chain hash —

@@ -501,33 +501,11 @@ impl Log {
             let v = read(&self.view);
             (v.active.clone(), v.next(), v.head)
         };
-        let mut sparse = SparseBuilder::new(self.opts.index_interval_bytes);
-        for (k, pos) in old.positions.iter().enumerate() {
-            sparse.push(old.first() + k as u64, *pos);
-        }
-        let index = SegmentIndex {
-            first_index: old.first(),
-            segment_len: old.end,
-            last_index: next - 1,
-            max_timestamp: old.max_timestamp,
-            last_hash: head,
-            entries: sparse.finish(),
-        };
         let fs = &*self.opts.fs;
-        recovery::write_index(fs, &self.dir, &index).map_err(|e| self.poisoned(e))?;
-        let map = old
-            .file
-            .map()
-            .map_err(|e| self.poisoned(Error::io("mmap", &old.path, e)))?;
-        let sealed = Arc::new(Sealed {
-            path: old.path,
-            header: old.header,
-            index,
-            map,
-        });
+        let sealed = seal(fs, &self.dir, &self.opts, old, head).map_err(|e| self.poisoned(e))?;
         let active = create_segment(fs, &self.dir, next, head).map_err(|e| self.poisoned(e))?;
         let mut v = write(&self.view);
-        v.sealed.push(sealed);
+        v.sealed.push(Arc::new(sealed));
         v.active = active;
         drop(v);
         self.apply_retention_locked(w)
@@ -625,6 +603,13 @@ impl Log {
     /// replication conflict). Durable before it returns. Records at or below
     /// the purge point cannot be dropped.
     pub fn truncate_after(&self, index: u64) -> Result<()> {
+        self.truncate_from(index.saturating_add(1))
+    }
+
+    /// Drops the record at `index` and every record after it; with `index`
+    /// equal to the first visible index, every visible record. Durable
+    /// before it returns.
+    pub fn truncate_from(&self, index: u64) -> Result<()> {
         self.check_poison()?;
         let mut w = lock(&self.writer);
         self.check_poison()?;
@@ -633,7 +618,7 @@ impl Log {
             let v = read(&self.view);
             (v.next(), v.first_visible, v.active.first())
         };
-        let keep_to = index.saturating_add(1); // new next index
+        let keep_to = index; // the new next index
         if keep_to >= next {
             return Ok(());
         }
@@ -786,6 +771,11 @@ impl Log {
 
     /// Moves the first visible index to `up_to + 1`. Logical: the records
     /// stay on disk until the retention policy deletes their segments.
+    ///
+    /// `up_to` may lie at or beyond the end — a replica that installed a
+    /// snapshot newer than its log does this. The log then continues at
+    /// `up_to + 1` in a new segment whose chain starts afresh (its previous
+    /// hash is the genesis hash): the records in between were never here.
     pub fn purge(&self, up_to: u64) -> Result<()> {
         self.check_poison()?;
         let mut w = lock(&self.writer);
@@ -798,10 +788,14 @@ impl Log {
         if up_to < first_visible {
             return Ok(());
         }
-        if up_to >= next {
-            return Err(Error::BeyondEnd { index: up_to, next });
-        }
         meta::write(&*self.opts.fs, &self.dir, up_to + 1).map_err(|e| self.poisoned(e))?;
+        if up_to >= next {
+            // Readers wait for this rare step (a replica jumping past a
+            // snapshot) rather than see a view half-way through it.
+            let mut v = write(&self.view);
+            jump(&*self.opts.fs, &self.dir, &self.opts, &mut v, up_to + 1)
+                .map_err(|e| self.poisoned(e))?;
+        }
         write(&self.view).first_visible = up_to + 1;
         self.apply_retention_locked(&mut w)
     }
@@ -884,6 +878,69 @@ impl Log {
             false
         });
     }
+}
+
+/// Turns the active segment into a sealed one: writes its sparse index and
+/// maps it. Its bytes are already durable.
+pub(crate) fn seal(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    opts: &Options,
+    active: ActiveView,
+    head: ChainHash,
+) -> Result<Sealed> {
+    let mut sparse = SparseBuilder::new(opts.index_interval_bytes);
+    for (k, pos) in active.positions.iter().enumerate() {
+        sparse.push(active.first() + k as u64, *pos);
+    }
+    let index = SegmentIndex {
+        first_index: active.first(),
+        segment_len: active.end,
+        last_index: active.next() - 1,
+        max_timestamp: active.max_timestamp,
+        last_hash: head,
+        entries: sparse.finish(),
+    };
+    recovery::write_index(fs, dir, &index)?;
+    let map = active
+        .file
+        .map()
+        .map_err(|e| Error::io("mmap", &active.path, e))?;
+    Ok(Sealed {
+        path: active.path,
+        header: active.header,
+        index,
+        map,
+    })
+}
+
+/// Continues the log at `next`, beyond its end: the active segment is sealed
+/// (or removed, if it holds no record) and a new one starts at `next` with a
+/// fresh chain. The caller has made the purge point `next` durable first, so
+/// a crash in between is finished by recovery.
+pub(crate) fn jump(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    opts: &Options,
+    view: &mut View,
+    next: u64,
+) -> Result<()> {
+    let old = view.active.clone();
+    if !old.positions.is_empty() {
+        let sealed = seal(fs, dir, opts, old, view.head)?;
+        view.sealed.push(Arc::new(sealed));
+    } else {
+        // An empty active segment is never mapped; its records-to-be now
+        // belong to the new segment.
+        fs.remove(&old.path)
+            .map_err(|e| Error::io("remove", &old.path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("fsync dir", dir, e))?;
+    }
+    view.active = create_segment(fs, dir, next, format::GENESIS_HASH)?;
+    view.head = format::GENESIS_HASH;
+    view.first_visible = next;
+    Ok(())
 }
 
 /// Creates a segment file starting at `first` whose previous record has

@@ -15,7 +15,7 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::format::{self, SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_file_name};
 use crate::fs::{FileSystem, LogFile};
 use crate::index::{SegmentIndex, SparseBuilder};
-use crate::log::{View, create_segment, remove_if_exists, tmp_path};
+use crate::log::{View, create_segment, jump, remove_if_exists, tmp_path};
 use crate::meta;
 use crate::options::{Options, Recovery};
 use crate::scan::{Cursor, Stop, later_batch_after, scan};
@@ -90,7 +90,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<(View, RecoveryRepor
         for &first in sealed_firsts {
             let seg = open_sealed(fs, dir, first, opts, &mut report)?;
             if let Some(prev) = sealed.last() {
-                check_link(&seg.path, prev, seg.header)?;
+                check_link(&seg.path, prev, seg.header, purge_point)?;
             }
             sealed.push(Arc::new(seg));
         }
@@ -98,26 +98,47 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<(View, RecoveryRepor
         // sealed state of it; it is stale by definition.
         remove_if_exists(fs, &dir.join(format::index_file_name(last)))?;
 
-        let Some((active, head)) = open_active(fs, dir, last, opts, sealed.last(), &mut report)?
+        let Some((active, head)) =
+            open_active(fs, dir, last, opts, sealed.last(), purge_point, &mut report)?
         else {
             // The last segment was unborn and is gone: the one before it is
             // now the tail, and must be opened as such.
             continue;
         };
         let oldest = sealed.first().map_or(active.first(), |s| s.first());
-        let first_visible = purge_point.unwrap_or(0).max(oldest).min(active.next());
-        let view = View {
+        let next = active.next();
+        let mut view = View {
             sealed,
             active,
-            first_visible,
+            first_visible: oldest,
             head,
         };
+        match purge_point {
+            // A purge beyond the end whose new segment a crash prevented:
+            // finish it.
+            Some(p) if p > next => jump(fs, dir, opts, &mut view, p)?,
+            Some(p) => view.first_visible = p.max(oldest),
+            None => {}
+        }
         return Ok((view, report));
     }
 }
 
-/// Checks that `header` (the segment after `prev`) continues it.
-fn check_link(path: &Path, prev: &Sealed, header: SegmentHeader) -> Result<()> {
+/// Checks that `header` (the segment after `prev`) continues it. A gap is
+/// allowed only inside the purged range: a purge beyond the end starts a new
+/// segment (and a new chain) past it.
+fn check_link(
+    path: &Path,
+    prev: &Sealed,
+    header: SegmentHeader,
+    purge_point: Option<u64>,
+) -> Result<()> {
+    let jumped = header.first_index > prev.last() + 1
+        && purge_point.is_some_and(|p| header.first_index <= p)
+        && header.prev_hash == format::GENESIS_HASH;
+    if jumped {
+        return Ok(());
+    }
     if header.first_index != prev.last() + 1 {
         let kind = CorruptionKind::SegmentGap {
             expected: prev.last() + 1,
@@ -265,6 +286,7 @@ fn open_active(
     first: u64,
     opts: &Options,
     prev: Option<&Arc<Sealed>>,
+    purge_point: Option<u64>,
     report: &mut RecoveryReport,
 ) -> Result<Option<(ActiveView, format::ChainHash)>> {
     let path = dir.join(format::segment_file_name(first));
@@ -292,7 +314,7 @@ fn open_active(
         }
     };
     if let Some(prev) = prev {
-        check_link(&path, prev, header)?;
+        check_link(&path, prev, header, purge_point)?;
     }
     let mut cursor = Cursor {
         pos: SEGMENT_HEADER_LEN,

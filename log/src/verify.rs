@@ -137,7 +137,14 @@ pub fn read_dir(
                 return Ok(report);
             }
         };
-        if let Some((next, hash)) = link {
+        // A gap inside the purged range, with a fresh chain, is what a purge
+        // beyond the end leaves (a replica that installed a snapshot).
+        let jumped = link.is_some_and(|(next, _)| {
+            header.first_index > next
+                && report.purge_point.is_some_and(|p| header.first_index <= p)
+                && header.prev_hash == crate::format::GENESIS_HASH
+        });
+        if let Some((next, hash)) = link.filter(|_| !jumped) {
             if header.first_index != next {
                 let kind = CorruptionKind::SegmentGap {
                     expected: next,

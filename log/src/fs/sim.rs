@@ -42,8 +42,9 @@ struct State {
     /// Directories that exist (always durable: the log creates its directory
     /// before it writes anything, and tests do not crash before that).
     dirs: BTreeSet<PathBuf>,
-    /// Faults waiting for their next call.
-    faults: BTreeSet<Fault>,
+    /// Faults waiting for their call: how many calls of the kind still
+    /// succeed before it strikes.
+    faults: BTreeMap<Fault, u32>,
     /// Bumped by every crash; handles from an earlier generation fail.
     generation: u64,
     /// Counters for tests that check how much I/O a workload costs.
@@ -94,7 +95,12 @@ impl SimFs {
 
     /// Makes the next call of the fault's kind fail.
     pub fn inject(&self, fault: Fault) {
-        lock(&self.state).faults.insert(fault);
+        self.inject_after(fault, 0);
+    }
+
+    /// Lets `skip` calls of the fault's kind succeed, then fails the next.
+    pub fn inject_after(&self, fault: Fault, skip: u32) {
+        lock(&self.state).faults.insert(fault, skip);
     }
 
     /// I/O calls served so far.
@@ -151,7 +157,18 @@ impl SimFs {
     }
 
     fn take_fault(&self, fault: Fault) -> bool {
-        lock(&self.state).faults.remove(&fault)
+        let mut st = lock(&self.state);
+        match st.faults.get_mut(&fault) {
+            Some(0) => {
+                st.faults.remove(&fault);
+                true
+            }
+            Some(skip) => {
+                *skip -= 1;
+                false
+            }
+            None => false,
+        }
     }
 
     fn file(&self, path: &Path, inode: Arc<Mutex<Inode>>) -> Arc<dyn LogFile> {
