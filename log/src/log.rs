@@ -8,10 +8,14 @@
 //!   of a batch, `truncate_after`, `purge`, retention. One mutator at a time
 //!   means the bytes on disk are only ever extended, cut or replaced by one
 //!   thread, in the order the durability argument below assumes.
-//! - `queue` (Mutex + Condvar): appenders enqueue their records here. The
-//!   first one to find no leader becomes the leader, takes the whole queue as
-//!   one batch, writes it with one `write` and one `fdatasync`, then wakes the
-//!   others with their results: group commit without a dedicated thread.
+//! - `queue` (Mutex): appenders enqueue their records here, each with a
+//!   wake-up slot of its own (Mutex + Condvar). The first one to find no
+//!   leader becomes the leader, takes the whole queue as one batch, writes it
+//!   with one `write` and one `fdatasync`, hands the lead to the oldest
+//!   appender that queued meanwhile (so the next batch starts at once), and
+//!   wakes its own batch's appenders one by one: group commit without a
+//!   dedicated thread, and no appender is woken for nothing. A slot's lock is
+//!   taken under `queue` only to hand over the lead, never the other way.
 //! - `view` (RwLock): what readers see — only durable records. The writer
 //!   updates it after the bytes are durable, so a reader never sees a record
 //!   that a crash could take back. Readers hold it only to copy `Arc`s and
@@ -31,7 +35,7 @@
 //! lets recovery look at what is really there.
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -96,8 +100,6 @@ pub struct Log {
     writer: Mutex<Writer>,
     /// Appends waiting for a commit leader.
     queue: Mutex<Queue>,
-    /// Wakes appenders whose batch is done or who may lead the next one.
-    queue_cv: Condvar,
     /// Set by the first failed write or sync; every later call fails.
     poison: RwLock<Option<Arc<str>>>,
     /// What recovery found when the log was opened.
@@ -148,18 +150,51 @@ struct Writer {
 #[derive(Debug, Default)]
 struct Queue {
     pending: Vec<Pending>,
-    /// Whether a leader is committing a batch right now.
+    /// Whether an appender leads: commits a batch now, or has been handed
+    /// the next one. While set, new arrivals only queue and wait.
     leader: bool,
-    next_ticket: u64,
-    /// Results of finished appends by ticket, collected by their callers.
-    done: HashMap<u64, Result<Range<u64>>>,
+}
+
+/// Why a waiting appender is woken.
+#[derive(Debug)]
+enum Wake {
+    /// Its records are committed (or failed).
+    Done(Result<Range<u64>>),
+    /// The previous leader handed it the next batch.
+    Lead,
+}
+
+/// Where one waiting appender is woken, alone: waking every appender on a
+/// shared condvar after each batch (most of them for nothing) costs more
+/// than the fdatasync once hundreds of threads append.
+#[derive(Debug, Default)]
+struct Slot {
+    wake: Mutex<Option<Wake>>,
+    cv: Condvar,
+}
+
+impl Slot {
+    fn wake(&self, why: Wake) {
+        *lock(&self.wake) = Some(why);
+        self.cv.notify_one();
+    }
+
+    fn wait(&self) -> Wake {
+        let mut w = lock(&self.wake);
+        loop {
+            if let Some(why) = w.take() {
+                return why;
+            }
+            w = self.cv.wait(w).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// One caller's records, pre-encoded with the fields the leader cannot know
 /// (index, batch offset, chain hash, CRC) left blank.
 #[derive(Debug)]
 struct Pending {
-    ticket: u64,
+    slot: Arc<Slot>,
     expected_first: Option<u64>,
     count: u64,
     bytes: Vec<u8>,
@@ -213,7 +248,6 @@ impl Log {
             view: RwLock::new(view),
             writer: Mutex::new(Writer::default()),
             queue: Mutex::new(Queue::default()),
-            queue_cv: Condvar::new(),
             poison: RwLock::new(None),
             report,
             _lock: lock,
@@ -331,41 +365,53 @@ impl Log {
             };
         }
 
-        let mut q = lock(&self.queue);
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.pending.push(Pending {
-            ticket,
+        let slot = Arc::new(Slot::default());
+        let pending = Pending {
+            slot: slot.clone(),
             expected_first,
             count: records.len() as u64,
             bytes,
-        });
+        };
+        let lead = {
+            let mut q = lock(&self.queue);
+            q.pending.push(pending);
+            !std::mem::replace(&mut q.leader, true)
+        };
+        if lead {
+            self.lead();
+        }
         loop {
-            if let Some(result) = q.done.remove(&ticket) {
-                return result;
+            match slot.wait() {
+                Wake::Done(result) => return result,
+                Wake::Lead => self.lead(),
             }
-            if !q.leader {
-                q.leader = true;
-                drop(q);
-                // Leading: take the writer, then everything queued by now —
-                // later arrivals queue up for the next batch meanwhile.
-                let mut w = lock(&self.writer);
-                let batch = std::mem::take(&mut lock(&self.queue).pending);
-                let results = self.commit(&mut w, batch);
-                drop(w);
-                q = lock(&self.queue);
-                q.done.extend(results);
-                q.leader = false;
-                self.queue_cv.notify_all();
-                continue;
+        }
+    }
+
+    /// Commits everything queued by now as one batch (later arrivals queue
+    /// for the next), hands the lead to the oldest appender that queued
+    /// meanwhile — so the next fdatasync starts at once — and only then
+    /// wakes the appenders of this batch, each through its own slot.
+    fn lead(&self) {
+        let mut w = lock(&self.writer);
+        let batch = std::mem::take(&mut lock(&self.queue).pending);
+        let results = self.commit(&mut w, batch);
+        drop(w);
+        {
+            let mut q = lock(&self.queue);
+            match q.pending.first() {
+                Some(next) => next.slot.wake(Wake::Lead),
+                None => q.leader = false,
             }
-            q = self.queue_cv.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        for (slot, result) in results {
+            slot.wake(Wake::Done(result));
         }
     }
 
     /// Writes one batch: assigns indexes, chains hashes, one write, one
     /// fdatasync, then publishes the records to readers.
-    fn commit(&self, w: &mut Writer, batch: Vec<Pending>) -> Vec<(u64, Result<Range<u64>>)> {
+    fn commit(&self, w: &mut Writer, batch: Vec<Pending>) -> Vec<(Arc<Slot>, Result<Range<u64>>)> {
         let mut results = Vec::with_capacity(batch.len());
         if let Err(e) = self.check_poison() {
             let cause = match e {
@@ -376,7 +422,7 @@ impl Log {
                 .into_iter()
                 .map(|p| {
                     (
-                        p.ticket,
+                        p.slot.clone(),
                         Err(Error::Poisoned {
                             cause: cause.clone(),
                         }),
@@ -394,7 +440,10 @@ impl Log {
         for p in batch {
             match p.expected_first {
                 Some(e) if e != next => {
-                    results.push((p.ticket, Err(Error::IndexMismatch { expected: e, next })));
+                    results.push((
+                        p.slot.clone(),
+                        Err(Error::IndexMismatch { expected: e, next }),
+                    ));
                 }
                 _ => {
                     next += p.count;
@@ -412,7 +461,7 @@ impl Log {
             Ok(first) => {
                 let mut at = first;
                 for p in &accepted {
-                    results.push((p.ticket, Ok(at..at + p.count)));
+                    results.push((p.slot.clone(), Ok(at..at + p.count)));
                     at += p.count;
                 }
             }
@@ -420,7 +469,7 @@ impl Log {
                 let cause: Arc<str> = Arc::from(self.poisoned(e).to_string());
                 for p in &accepted {
                     results.push((
-                        p.ticket,
+                        p.slot.clone(),
                         Err(Error::Poisoned {
                             cause: cause.clone(),
                         }),
