@@ -31,6 +31,9 @@
 //! This crate has no async runtime, no consensus and no chat vocabulary: it
 //! stores opaque payloads under increasing indexes.
 
+// Storage code returns errors; it never unwraps them. Tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod error;
 pub mod format;
 pub mod fs;

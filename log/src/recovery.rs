@@ -18,7 +18,7 @@ use crate::index::{SegmentIndex, SparseBuilder};
 use crate::log::{View, create_segment, jump, remove_if_exists, tmp_path};
 use crate::meta;
 use crate::options::{Options, Recovery};
-use crate::scan::{Cursor, Stop, later_batch_after, scan};
+use crate::scan::{Cursor, Stop, later_batch_after, record_after_bad_header, scan};
 use crate::segment::{ActiveView, Sealed};
 
 /// A torn write that recovery cut off.
@@ -301,7 +301,7 @@ fn open_active(
             // before any record goes into it, so a bad header with no valid
             // record after it is a creation cut short by a crash. Records
             // after a bad header mean real damage.
-            if later_batch_after(&bytes, 0, 0, opts.max_record_bytes) {
+            if record_after_bad_header(&bytes, opts.max_record_bytes) {
                 return Err(e);
             }
             tracing::warn!(segment = %path.display(), "removing segment whose creation was cut short");

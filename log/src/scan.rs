@@ -85,13 +85,41 @@ pub fn scan(
 /// the same batch after the bad one prove nothing (a crash can persist a
 /// batch's sectors in any order), so they still count as a torn tail.
 pub fn later_batch_after(bytes: &[u8], bad_pos: usize, bad_index: u64, max_payload: u32) -> bool {
+    valid_record_after(bytes, bad_pos + 1, max_payload, |h| {
+        h.index > bad_index && h.batch_first() > bad_index
+    })
+}
+
+/// Whether any valid record follows a segment header that failed its
+/// checks.
+///
+/// A segment receives records only after its header is durable, so any
+/// record at all — even one of the segment's first batch — proves the header
+/// was written whole and has been damaged since: corruption. Only a segment
+/// with no valid record is a creation a crash cut short. (`later_batch_after`
+/// cannot answer this: in a log's first segment the records of the first
+/// batch carry index 0 and batch offset from 0, which no "later batch" test
+/// relative to index 0 matches, so a damaged header in front of them was
+/// taken for an unborn segment and the acknowledged records were deleted.)
+pub fn record_after_bad_header(bytes: &[u8], max_payload: u32) -> bool {
+    valid_record_after(bytes, 0, max_payload, |_| true)
+}
+
+/// Whether a valid record (magic, length bound, CRC) matching `wanted`
+/// starts at some byte at or after `from`. Every byte is tried: after damage,
+/// where records start is unknown.
+fn valid_record_after(
+    bytes: &[u8],
+    from: usize,
+    max_payload: u32,
+    mut wanted: impl FnMut(&RecordHeader) -> bool,
+) -> bool {
     let magic = RECORD_MAGIC.to_le_bytes();
-    let mut pos = bad_pos + 1;
+    let mut pos = from;
     while pos + RECORD_HEADER_LEN <= bytes.len() {
         if bytes[pos + 28..pos + 30] == magic
             && let Ok((header, _)) = decode_record(&bytes[pos..], max_payload)
-            && header.index > bad_index
-            && header.batch_first() > bad_index
+            && wanted(&header)
         {
             return true;
         }

@@ -15,7 +15,7 @@ use crate::format::{
 };
 use crate::fs::FileSystem;
 use crate::meta;
-use crate::scan::{Cursor, Stop, later_batch_after, scan};
+use crate::scan::{Cursor, Stop, later_batch_after, record_after_bad_header, scan};
 
 /// What verification found in one segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +48,9 @@ pub enum Problem {
         kind: CorruptionKind,
     },
     /// An unacknowledged, partly written last batch, which the next open
-    /// cuts off. Expected after a crash, or while a writer is mid-batch.
+    /// cuts off, or (at position 0) a last segment whose creation was cut
+    /// short, which the next open removes. Expected after a crash, or while
+    /// a writer is mid-batch.
     TornTail {
         /// The segment file.
         segment: PathBuf,
@@ -123,17 +125,28 @@ pub fn read_dir(
         };
 
         let header = match SegmentHeader::decode(&bytes) {
-            Ok(h) if h.first_index != first => {
-                let kind = CorruptionKind::NameMismatch {
-                    header: h.first_index,
-                    name: first,
+            Ok(h) if h.first_index == first => h,
+            bad => {
+                let kind = match bad {
+                    Ok(h) => CorruptionKind::NameMismatch {
+                        header: h.first_index,
+                        name: first,
+                    },
+                    Err(kind) => kind,
                 };
-                report.problem = Some(corrupt(0, kind));
-                return Ok(report);
-            }
-            Ok(h) => h,
-            Err(kind) => {
-                report.problem = Some(corrupt(0, kind));
+                // As in recovery: a bad header on the last segment with no
+                // record after it is a roll a crash cut short, which the
+                // next open removes — not damage to acknowledged data.
+                let unborn = is_last && !record_after_bad_header(&bytes, max_record_bytes);
+                report.problem = Some(if unborn {
+                    Problem::TornTail {
+                        segment: path.clone(),
+                        position: 0,
+                        kind,
+                    }
+                } else {
+                    corrupt(0, kind)
+                });
                 return Ok(report);
             }
         };

@@ -126,13 +126,17 @@ impl SimFs {
         for (path, inode) in &st.live {
             let mut inode = lock(inode);
             let Inode { live, durable } = &mut *inode;
-            let extra = if live.len() > durable.len() && live.starts_with(durable) {
-                keep(path, live.len() - durable.len()).min(live.len() - durable.len())
+            if live.len() > durable.len() && live.starts_with(durable) {
+                let extra =
+                    keep(path, live.len() - durable.len()).min(live.len() - durable.len());
+                live.truncate(durable.len() + extra);
             } else {
-                0
-            };
-            let torn = live[..durable.len() + extra].to_vec();
-            *live = torn;
+                // The live bytes do not extend the durable ones — an unsynced
+                // truncation or overwrite — so only the durable bytes
+                // survive. (Slicing `live` to the durable length here
+                // panicked when an unsynced truncation made it shorter.)
+                live.clone_from(durable);
+            }
             // What survived a crash is on the platter now.
             *durable = live.clone();
         }
