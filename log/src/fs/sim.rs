@@ -127,8 +127,7 @@ impl SimFs {
             let mut inode = lock(inode);
             let Inode { live, durable } = &mut *inode;
             if live.len() > durable.len() && live.starts_with(durable) {
-                let extra =
-                    keep(path, live.len() - durable.len()).min(live.len() - durable.len());
+                let extra = keep(path, live.len() - durable.len()).min(live.len() - durable.len());
                 live.truncate(durable.len() + extra);
             } else {
                 // The live bytes do not extend the durable ones — an unsynced
