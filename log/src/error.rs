@@ -123,6 +123,14 @@ pub enum Error {
         /// The next index the log will assign.
         next: u64,
     },
+    /// The record was dropped by a truncation that ran while it was being
+    /// read. Not a fault of the log: read again (the index may now lie
+    /// beyond the end).
+    #[error("index {index} was truncated away while it was being read")]
+    Truncated {
+        /// The index being read.
+        index: u64,
+    },
     /// An append asked for a specific first index that is not the next one.
     #[error("append expected to start at index {expected}, but the next index is {next}")]
     IndexMismatch {

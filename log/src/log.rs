@@ -38,6 +38,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::error::{Error, Result};
@@ -49,7 +50,7 @@ use crate::index::{SegmentIndex, SparseBuilder};
 use crate::meta;
 use crate::options::{Options, SyncMode};
 use crate::recovery::{self, RecoveryReport};
-use crate::segment::{ActiveView, Entries, Entry, Part, Sealed, read_active};
+use crate::segment::{ActiveView, Entries, Entry, Part, Sealed, raced, read_active};
 
 /// One record to append.
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +103,9 @@ pub struct Log {
     queue: Mutex<Queue>,
     /// Set by the first failed write or sync; every later call fails.
     poison: RwLock<Option<Arc<str>>>,
+    /// Counts truncations, so readers can tell a record cut under them from
+    /// damage (see `segment::raced`).
+    truncations: Arc<AtomicU64>,
     /// What recovery found when the log was opened.
     report: RecoveryReport,
     /// The directory lock, released when the log is dropped.
@@ -249,6 +253,7 @@ impl Log {
             writer: Mutex::new(Writer::default()),
             queue: Mutex::new(Queue::default()),
             poison: RwLock::new(None),
+            truncations: Arc::new(AtomicU64::new(0)),
             report,
             _lock: lock,
         })
@@ -577,6 +582,9 @@ impl Log {
             return Err(Error::InvalidRange { from, to });
         }
         let v = read(&self.view);
+        // Truncations count themselves under the view's write lock, so this
+        // value matches the snapshot taken below.
+        let epoch = self.truncations.load(Ordering::Acquire);
         if from < v.first_visible {
             return Err(Error::Purged {
                 index: from,
@@ -626,6 +634,8 @@ impl Log {
             max_payload,
             buf: Vec::new(),
             buf_at: 0,
+            truncations: self.truncations.clone(),
+            epoch,
         })
     }
 
@@ -633,7 +643,7 @@ impl Log {
     /// common case of replication reading what was just written.
     pub fn read_recent(&self, index: u64) -> Result<Entry> {
         self.check_poison()?;
-        let (file, path, span) = {
+        let (file, path, span, epoch) = {
             let v = read(&self.view);
             if index < v.active.first() || index >= v.next() || index < v.first_visible {
                 drop(v);
@@ -643,9 +653,11 @@ impl Log {
                 v.active.file.clone(),
                 v.active.path.clone(),
                 v.active.span(index),
+                self.truncations.load(Ordering::Acquire),
             )
         };
         read_active(&*file, &path, span, index, self.opts.max_record_bytes)
+            .map_err(|e| raced(e, &self.truncations, epoch, index))
     }
 
     /// Drops every record after `index` (an uncommitted suffix that lost a
@@ -705,6 +717,9 @@ impl Log {
         // Unpublish first so no reader is handed a position past the new end.
         {
             let mut v = write(&self.view);
+            // Counted with the view change, before any byte is cut: a reader
+            // whose snapshot predates it sees the count move (see `raced`).
+            self.truncations.fetch_add(1, Ordering::Release);
             v.active.positions.truncate(k);
             v.active.end = new_end;
             v.head = head;
@@ -739,6 +754,7 @@ impl Log {
             // Readers meanwhile see the log end at the target's last record,
             // which its (still valid) mapping serves.
             let mut v = write(&self.view);
+            self.truncations.fetch_add(1, Ordering::Release);
             v.sealed.truncate(s + 1);
             v.active = ActiveView {
                 header: SegmentHeader {

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::{ChainHash, SegmentHeader, decode_record, decode_record_header};
@@ -145,6 +146,18 @@ pub(crate) fn decode_entry(
     })
 }
 
+/// Turns an active-segment read error into [`Error::Truncated`] if a
+/// truncation ran since the reader took its snapshot (`epoch`).
+pub(crate) fn raced(err: Error, truncations: &AtomicU64, epoch: u64, index: u64) -> Error {
+    // Acquire pairs with the Release increment in `Log::truncate_*`, which
+    // happens before the file is cut.
+    if truncations.load(Ordering::Acquire) != epoch {
+        Error::Truncated { index }
+    } else {
+        err
+    }
+}
+
 /// Bytes of active segment read per pread when iterating.
 const READ_CHUNK: u64 = 1 << 20;
 
@@ -181,6 +194,11 @@ pub struct Entries {
     /// Active-segment bytes read ahead, starting at file position `buf_at`.
     pub(crate) buf: Vec<u8>,
     pub(crate) buf_at: u64,
+    /// The log's truncation counter, and its value when the snapshot was
+    /// taken: an active-segment read that fails after a truncation ran is
+    /// the truncation's doing, not damage.
+    pub(crate) truncations: Arc<AtomicU64>,
+    pub(crate) epoch: u64,
 }
 
 impl Entries {
@@ -230,11 +248,12 @@ impl Entries {
                     file.read_exact_at(&mut self.buf, start)
                         .map_err(|e| Error::io("pread", &*path, e))
                 };
-                filled.and_then(|()| {
+                let read = filled.and_then(|()| {
                     let from = (start - self.buf_at) as usize;
                     let to = (end - self.buf_at) as usize;
                     decode_entry(&self.buf[from..to], path, start, index, max_payload)
-                })
+                });
+                read.map_err(|e| raced(e, &self.truncations, self.epoch, index))
             }
         };
         match &result {

@@ -258,3 +258,40 @@ fn a_reader_iterating_over_dropped_segments_keeps_its_snapshot() {
     assert_holds(&log, 4, 25, 1);
     assert_verified(&*fs, &dir, &log);
 }
+
+/// A reader whose snapshot predates a truncation of the active segment gets
+/// the retryable `Truncated`, not an I/O or corruption error: the log is
+/// fine, the records are just gone.
+#[test]
+fn reader_racing_a_truncation_gets_truncated_not_a_fault() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path(), Options::default()).expect("open");
+    // Records larger than the iterator's read-ahead, so each is read when
+    // reached, after the truncation.
+    let big = vec![7u8; 700 << 10];
+    for t in 0..4 {
+        log.append(&[Record {
+            timestamp: t,
+            payload: &big,
+        }])
+        .expect("append");
+    }
+    let mut it = log.range(0, 4).expect("range");
+    assert!(it.next().expect("first").is_ok());
+    log.truncate_after(0).expect("truncate");
+    let err = it
+        .find_map(Result::err)
+        .expect("the cut records cannot be read");
+    assert!(matches!(err, Error::Truncated { index: 1 }), "got {err}");
+    assert!(!err.is_fatal());
+    // The log itself carries on.
+    assert_eq!(
+        log.append(&[Record {
+            timestamp: 9,
+            payload: b"next"
+        }])
+        .expect("append"),
+        1..2
+    );
+    assert_eq!(log.read(1).expect("read").payload, b"next");
+}
