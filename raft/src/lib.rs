@@ -1,11 +1,72 @@
-//! missive-raft: replication of partitions.
+//! missive-raft: replication of a partition's log with openraft.
 //!
-//! This crate is empty on purpose: it compiles so the workspace has its final
-//! shape, and it offers nothing yet. It will hold the openraft type
-//! configuration, a `RaftLogStorage` over `missive-log` (one log per partition,
-//! Raft index = partition offset), the internal gRPC transport, multi-raft
-//! partitions keyed by jump consistent hash, streamed snapshots and cluster
-//! administration.
+//! Each partition is one Raft group whose log *is* the partition's
+//! missive-log: one write path both replicates and records history. The Raft
+//! index of an entry is its record index; each record's payload is the
+//! entry's `missive.v1.LogEntry` envelope; the record's timestamp is the one
+//! the leader assigned, identical on every replica, because the log's hash
+//! chain covers it.
 //!
-//! It must stay generic over the state machine it replicates: no chat
-//! vocabulary belongs here.
+//! # Layout
+//!
+//! - [`types`]: the openraft type configuration ([`TypeConfig`]) and the
+//!   entry, command, reply and node types it names.
+//! - `pb`: conversions between openraft's types and the `missive.v1`
+//!   protobuf types (the only place the protobuf types are used).
+//! - `log_store`: [`LogStore`], openraft's `RaftLogStorage` over missive-log,
+//!   and [`LogReader`].
+//! - [`state_machine`]: the [`StateMachine`] trait an application
+//!   implements.
+//! - `applied_state`: [`AppliedState`], a state machine's position, and its
+//!   bytes.
+//! - `sm_store`: [`StateMachineStore`], openraft's `RaftStateMachine` over any
+//!   [`StateMachine`].
+//! - `snapshot`: snapshots as files ([`SnapshotFile`]).
+//! - `error`: [`Error`].
+//! - [`partition`]: which partition a key lives in (jump consistent hash).
+//!
+//! # A partition directory
+//!
+//! ```text
+//! <partition dir>/raft-meta     vote, committed and last purged log id
+//! <partition dir>/log/          the missive-log segments
+//! <partition dir>/snapshots/    the current snapshot
+//! ```
+//!
+//! # Invariants
+//!
+//! - Vote and committed log id are durable before openraft's call returns;
+//!   an append is reported flushed only after its fdatasync.
+//! - An entry is stored under the index it carries, or not at all.
+//! - Timestamps are assigned once, by the leader's store, and never change.
+//! - No snapshot is held whole in memory.
+//!
+//! This crate is generic over the state machine it replicates: no chat
+//! vocabulary belongs here. It drives missive-log (which has no runtime)
+//! from tokio, doing its blocking I/O on dedicated or blocking threads.
+
+// Storage code: an I/O or decoding failure is an error, never a panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod applied_state;
+mod error;
+mod log_store;
+pub mod partition;
+mod pb;
+mod sm_store;
+mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+pub use applied_state::AppliedState;
+pub use error::{BoxError, Error, Result};
+pub use log_store::{
+    LOG_DIR, LogReader, LogStore, MAX_GROUP_ENTRIES, MAX_READ_BYTES, META_FILE, WRITE_QUEUE_DEPTH,
+};
+pub use sm_store::{MAX_APPLY_BATCH, RaftSnapshot, SnapshotBuilder, StateMachineStore};
+pub use snapshot::{MAX_STATE_BYTES, SnapshotFile};
+pub use state_machine::{CommandEntry, SnapshotSource, StateMachine};
+pub use types::{Command, Entry, Node, NodeId, Payload, Reply, TypeConfig};
+
+/// Name of the snapshot directory inside a partition directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";

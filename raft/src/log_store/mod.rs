@@ -1,0 +1,173 @@
+//! openraft's `RaftLogStorage` over missive-log: one log per partition.
+//!
+//! # Layout
+//!
+//! - `partition_log`: the log, the metadata file and the overlay, and the
+//!   blocking operations on them.
+//! - `meta`: the raft metadata file (vote, committed, purged) and its format.
+//! - `pending`: entries accepted but not yet durable, and timestamp stamping.
+//! - `writer`: the thread that makes appends durable (group commit) and runs
+//!   truncations and purges in order.
+//! - `reader`: [`LogReader`], openraft's `RaftLogReader`.
+//!
+//! # How an append becomes durable
+//!
+//! `append` stamps the entries a leader just created with the store's clock
+//! and puts them in the overlay, where readers see them at once (openraft
+//! needs that: replication reads them before they are flushed), then queues
+//! a request to the writer thread and returns. The thread takes every append
+//! waiting, encodes the entries as `missive.v1.LogEntry` envelopes and calls
+//! `Log::append_at(first, records)` — one write, one fdatasync — and only
+//! after it returns calls each append's `IOFlushed` callback. openraft counts
+//! an entry as persisted only then.
+//!
+//! # Invariants
+//!
+//! - Vote and committed log id are durable before `save_vote` and
+//!   `save_committed` return; the purged log id before the log's purge point
+//!   moves.
+//! - An entry is stored under the index it carries or not at all
+//!   (`append_at` refuses a mismatch).
+//! - Truncations and purges run after every append issued before them.
+
+mod meta;
+mod partition_log;
+mod pending;
+mod reader;
+mod writer;
+
+use std::io;
+use std::path::Path;
+
+use missive_log::Options;
+use openraft::OptionalSend;
+use openraft::storage::{IOFlushed, LogState as RaftLogState, RaftLogStorage};
+
+pub use self::meta::META_FILE;
+pub use self::partition_log::LOG_DIR;
+use self::partition_log::{PartitionLog, Shared};
+use self::reader::blocking;
+pub use self::reader::{LogReader, MAX_READ_BYTES};
+use self::writer::Writer;
+pub use self::writer::{MAX_GROUP_ENTRIES, WRITE_QUEUE_DEPTH};
+use crate::error::{Error, Result};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+/// The Raft log store of one partition.
+#[derive(Debug)]
+pub struct LogStore {
+    /// What the writer thread and readers share.
+    log: Shared,
+    /// The queue to the writer thread.
+    writer: Writer,
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the store of the partition in `dir`: its
+    /// metadata in `dir/raft-meta`, its log in `dir/log/`. `opts` are the
+    /// log's options; their file system also carries the metadata file and
+    /// their clock stamps the entries this node creates as leader.
+    pub async fn open(dir: impl AsRef<Path>, opts: Options) -> Result<LogStore> {
+        let dir = dir.as_ref().to_owned();
+        let log = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || PartitionLog::open(&dir, opts)
+        })
+        .await
+        .map_err(|e| Error::io("open", &dir, io::Error::other(e)))??;
+        let log = Shared::new(log);
+        let writer = Writer::start(log.clone())?;
+        Ok(LogStore { log, writer })
+    }
+
+    /// The underlying log's first and next index and head hash.
+    pub fn log_state(&self) -> missive_log::LogState {
+        self.log.log_state()
+    }
+
+    /// A reader of this store's entries and vote.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            log: self.log.clone(),
+        }
+    }
+
+    /// A future that resolves once the log is closed and its directory
+    /// unlocked: after the store, its writer thread and every reader are
+    /// gone. openraft owns the store and drops its readers from tasks it does
+    /// not wait for, so a node restarted in the same process awaits this
+    /// (taken before handing the store to openraft) before reopening.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
+        self.log.closed()
+    }
+
+    /// Finishes the queued writes, stops the writer thread and waits until
+    /// the log is closed — which needs every reader dropped too.
+    pub async fn close(self) {
+        let closed = self.log.closed();
+        let LogStore { log, writer } = self;
+        drop(log);
+        writer.stop().await;
+        closed.await;
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> io::Result<RaftLogState<TypeConfig>> {
+        let last_purged_log_id = self.log.meta().purged;
+        let last_log_id = blocking(&self.log, |l| l.last_log_id()).await?;
+        Ok(RaftLogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        self.reader()
+    }
+
+    /// Durable before it returns: a vote forgotten in a crash could be
+    /// given twice in one term.
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        let vote = *vote;
+        Ok(blocking(&self.log, move |l| l.save_vote(vote)).await?)
+    }
+
+    /// Durable before it returns, so a restarted node re-applies up to what
+    /// it knew was committed instead of serving an older state.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        Ok(blocking(&self.log, move |l| l.save_committed(committed)).await?)
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self.log.meta().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let Some((first, last)) = self.log.accept(entries)? else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        // Readable from here on; durable when the callback fires.
+        if let Err(e) = self.writer.append(first, last, callback).await {
+            // No writer will ever make them durable: stop showing them.
+            self.log.discard_from(first);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        Ok(self.writer.truncate_after(last_log_id).await?)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        Ok(self.writer.purge(log_id).await?)
+    }
+}

@@ -1,0 +1,330 @@
+//! The state a partition's log store, its readers and its writer thread
+//! share, and the blocking operations on it.
+//!
+//! A `PartitionLog` is the missive-log [`Log`] of one partition (the Raft log
+//! itself: Raft index = record index, each payload an encoded
+//! `missive.v1.LogEntry`), the raft metadata file beside it, and the overlay
+//! of entries accepted but not yet durable.
+//!
+//! # Layout on disk
+//!
+//! ```text
+//! <partition dir>/raft-meta   vote, committed and last purged log id (see `meta`)
+//! <partition dir>/log/        the missive-log segments
+//! ```
+//!
+//! # Invariants
+//!
+//! - Only the writer thread changes the log (append, truncate, purge), in the
+//!   order openraft issued the calls; readers never wait for it.
+//! - The purged log id is durable in `raft-meta` before the log's purge
+//!   point moves, so the term of the last purged entry is never lost; a crash
+//!   in between is finished when the store is reopened.
+//! - Every method here may block on disk I/O: the async shell calls them on
+//!   the writer thread or through `spawn_blocking`, except the overlay-only
+//!   ones, which take a short lock and never do I/O.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use missive_log::{Log, LogState, Options, Record};
+use tokio::sync::watch;
+
+use super::meta::{MetaFile, RaftMeta};
+use super::pending::Pending;
+use crate::error::{Error, Result};
+use crate::pb::{decode_entry, encode_entry};
+use crate::types::{Entry, LogId, Vote};
+
+/// Name of the log's directory inside a partition directory.
+pub const LOG_DIR: &str = "log";
+
+/// The log, metadata and overlay of one partition.
+#[derive(Debug)]
+pub(crate) struct PartitionLog {
+    /// The partition directory (named in errors and logs).
+    dir: PathBuf,
+    /// The records: the durable Raft log.
+    log: Log,
+    /// Vote, committed and purged log ids.
+    meta: MetaFile,
+    /// Entries accepted by `append` and not yet durable.
+    pending: Mutex<Pending>,
+    /// Options the log was opened with; its clock stamps leader entries.
+    opts: Options,
+    /// Dropped after `log` (fields drop in declaration order), which tells
+    /// the receivers the log is closed and its directory unlocked.
+    closed: watch::Sender<()>,
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition in `dir`.
+    pub fn open(dir: &Path, opts: Options) -> Result<PartitionLog> {
+        opts.fs
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create dir", dir, e))?;
+        let meta = MetaFile::open(opts.fs.clone(), dir)?;
+        let log = Log::open(dir.join(LOG_DIR), opts.clone())?;
+        // Finish a purge a crash interrupted between its two steps.
+        if let Some(purged) = meta.get().purged
+            && purged.index >= log.state().first_index
+        {
+            tracing::info!(dir = %dir.display(), index = purged.index, "finishing an interrupted purge");
+            log.purge(purged.index)?;
+        }
+        let last_timestamp = match last_record(&log)? {
+            Some(e) => e.timestamp_ms.unwrap_or(0),
+            None => 0,
+        };
+        Ok(PartitionLog {
+            dir: dir.to_owned(),
+            log,
+            meta,
+            pending: Mutex::new(Pending::new(last_timestamp)),
+            opts,
+            closed: watch::Sender::new(()),
+        })
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // Every change to the overlay is completed under the lock without
+        // panicking paths in between, so a poisoned lock is still coherent.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves once this log is closed (every handle dropped) and its
+    /// directory unlocked.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let mut rx = self.closed.subscribe();
+        async move {
+            // Nothing is ever sent: `changed` fails exactly when the sender,
+            // and with it the log, is dropped.
+            while rx.changed().await.is_ok() {}
+        }
+    }
+
+    /// The durable metadata.
+    pub fn meta(&self) -> RaftMeta {
+        self.meta.get()
+    }
+
+    /// The underlying log's extent and head hash.
+    pub fn log_state(&self) -> LogState {
+        self.log.state()
+    }
+
+    /// Makes `vote` durable. Blocking.
+    pub fn save_vote(&self, vote: Vote) -> Result<()> {
+        self.meta.update(|m| m.vote = Some(vote))
+    }
+
+    /// Makes `committed` durable. Blocking.
+    pub fn save_committed(&self, committed: Option<LogId>) -> Result<()> {
+        self.meta.update(|m| m.committed = committed)
+    }
+
+    /// Puts `entries` in the overlay, stamping the ones a leader just
+    /// created. Returns the first and last index, or `None` for no entries.
+    /// Never blocks on I/O.
+    pub fn accept(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Option<(u64, u64)>> {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let Some(first) = entries.first().map(|e| e.log_id.index) else {
+            return Ok(None);
+        };
+        let mut pending = self.pending();
+        if pending.last().is_none() {
+            // Nothing is in flight (openraft waits for truncations and
+            // purges), so the log's end is where these must go: refuse a
+            // misplaced batch now, before any reader can see it.
+            let st = self.log.state();
+            if first != st.next_index && !self.adopts(&st, first) {
+                return Err(missive_log::Error::IndexMismatch {
+                    expected: first,
+                    next: st.next_index,
+                }
+                .into());
+            }
+        }
+        let clock = &self.opts.clock;
+        pending.push(entries, || clock.now_ms())
+    }
+
+    /// Whether the log, in state `st`, takes `first` as its next index
+    /// although it is not: only a fresh, empty store does, as an in-memory
+    /// map would. openraft never relies on this — after a snapshot it purges
+    /// first, which moves the log itself — but its conformance suite appends
+    /// to fresh stores at any index. Nothing is skipped over: the log holds
+    /// no record.
+    fn adopts(&self, st: &LogState, first: u64) -> bool {
+        st.first_index == st.next_index && first > st.next_index && self.meta().purged.is_none()
+    }
+
+    /// Drops the overlay's entries from `first` on: their write will never
+    /// happen.
+    pub fn discard_from(&self, first: u64) {
+        self.pending().remove_from(first);
+    }
+
+    /// Writes the overlay's entries `first..=last` to the log and returns
+    /// once they are durable (one write, one fdatasync). Blocking; called by
+    /// the writer thread only.
+    pub fn write(&self, first: u64, last: u64) -> Result<()> {
+        let result = self.write_inner(first, last);
+        let mut pending = self.pending();
+        match result {
+            // Readable from the log now: the overlay copy can go.
+            Ok(()) => pending.remove_through(last),
+            // They will never be durable: stop showing them to readers.
+            Err(_) => pending.remove_from(first),
+        }
+        result
+    }
+
+    fn write_inner(&self, first: u64, last: u64) -> Result<()> {
+        let mut buf = Vec::new();
+        let mut spans = Vec::new();
+        {
+            let pending = self.pending();
+            for e in pending.range(first, last + 1) {
+                let start = buf.len();
+                encode_entry(e, &mut buf);
+                let ts = e
+                    .timestamp_ms
+                    .expect("invariant: the overlay stamps every entry it accepts");
+                spans.push((ts, start..buf.len()));
+            }
+        }
+        let records: Vec<Record<'_>> = spans
+            .iter()
+            .map(|(ts, span)| Record {
+                timestamp: *ts,
+                payload: &buf[span.clone()],
+            })
+            .collect();
+        if records.len() as u64 != last - first + 1 {
+            // The overlay lost entries a queued append refers to: only a
+            // failed earlier write does that, and it has reported already.
+            return Err(Error::NonContiguousAppend {
+                last: first.saturating_sub(1),
+                found: first,
+            });
+        }
+        let st = self.log.state();
+        if self.adopts(&st, first) {
+            self.log.purge(first - 1)?;
+        }
+        // `append_at` fails, writing nothing, unless `first` is the log's next
+        // index: an entry is never stored under an index it was not given.
+        // It returns after the fdatasync of the batch.
+        self.log.append_at(first, &records)?;
+        Ok(())
+    }
+
+    /// Drops every entry after `after` (every entry, for `None`). Durable
+    /// before it returns. Blocking; called by the writer thread only.
+    pub fn truncate_after(&self, after: Option<LogId>) -> Result<()> {
+        let from = match after {
+            Some(id) => id.index + 1,
+            None => self.log.state().first_index,
+        };
+        self.pending().remove_from(from);
+        self.log.truncate_from(from)?;
+        Ok(())
+    }
+
+    /// Purges every entry up to and including `upto`. Blocking; called by
+    /// the writer thread only.
+    pub fn purge(&self, upto: LogId) -> Result<()> {
+        if self.meta().purged.is_some_and(|p| p >= upto) {
+            return Ok(());
+        }
+        // First the term, durable: once the log's purge point moves, this
+        // file is the only place that remembers which entry was last purged.
+        self.meta.update(|m| m.purged = Some(upto))?;
+        self.pending().remove_through(upto.index);
+        // Logical in the log: the segments stay until retention deletes
+        // them. With `upto` at or past the end (a snapshot newer than the
+        // log) the log continues at `upto + 1`.
+        self.log.purge(upto.index)?;
+        Ok(())
+    }
+
+    /// The overlay's first index and its entries in `from..to`. Never
+    /// blocks on I/O.
+    pub fn read_pending(&self, from: u64, to: u64) -> (Option<u64>, Vec<Entry>) {
+        let pending = self.pending();
+        (
+            pending.first_index(),
+            pending.range(from, to).cloned().collect(),
+        )
+    }
+
+    /// The durable entries in `from..to` that the log still holds, oldest
+    /// first, stopping after the one that brings the payload bytes read to
+    /// `max_bytes`. Blocking.
+    pub fn read_log(&self, from: u64, to: u64, max_bytes: usize) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        // A purge or truncation may move the log's ends between `state`
+        // and `range`; one retry with the new ends is enough, as openraft
+        // never purges what a reader it started still needs.
+        for attempt in 0..2 {
+            let st = self.log.state();
+            let (from, to) = (from.max(st.first_index), to.min(st.next_index));
+            if from >= to {
+                return Ok(out);
+            }
+            let records = match self.log.range(from, to) {
+                Ok(r) => r,
+                Err(missive_log::Error::Purged { .. } | missive_log::Error::BeyondEnd { .. })
+                    if attempt == 0 =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut bytes = 0usize;
+            for r in records {
+                let r = r?;
+                bytes += r.payload.len();
+                out.push(decode_entry(r.index, r.timestamp, &r.payload)?);
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            break;
+        }
+        Ok(out)
+    }
+
+    /// The log id of the last entry, durable or not; the last purged one if
+    /// the log holds none. Blocking.
+    pub fn last_log_id(&self) -> Result<Option<LogId>> {
+        if let Some(e) = self.pending().last() {
+            return Ok(Some(e.log_id));
+        }
+        // Written after the overlay was found empty, so nothing newer than
+        // the log's last record exists.
+        Ok(match last_record(&self.log)? {
+            Some(e) => Some(e.log_id),
+            None => self.meta().purged,
+        })
+    }
+}
+
+/// The log's last visible record, decoded.
+fn last_record(log: &Log) -> Result<Option<Entry>> {
+    let st = log.state();
+    if st.next_index == st.first_index {
+        return Ok(None);
+    }
+    let r = log.read(st.next_index - 1)?;
+    decode_entry(r.index, r.timestamp, &r.payload).map(Some)
+}
+
+/// Shared handle to a partition log.
+pub(crate) type Shared = Arc<PartitionLog>;
