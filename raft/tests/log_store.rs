@@ -247,7 +247,9 @@ async fn a_corrupt_metadata_file_stops_the_store_from_opening() {
     store.close().await;
     let path = dir.path().join(META_FILE);
     let mut bytes = std::fs::read(&path).expect("read raft-meta");
-    bytes[16] ^= 0x01; // the vote's term
+    // The vote is kept in both slots (at 0 and 512): damage both.
+    bytes[24] ^= 0x01;
+    bytes[512 + 24] ^= 0x01;
     std::fs::write(&path, bytes).expect("write raft-meta");
 
     let err = LogStore::open(dir.path(), clock.options())

@@ -7,38 +7,60 @@
 //! keeps only indexes; the purged entry's *term* lives here, because once the
 //! entry is purged nothing else remembers it.
 //!
-//! # Format (84 bytes, every integer little-endian)
+//! # Format
+//!
+//! The file is 1024 bytes: two slots, at offsets 0 and 512 (separate
+//! sectors, so one torn sector write cannot damage both). Each slot is 96
+//! bytes, every integer little-endian:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MSVRAFTM` |
-//! | 8 | 2 | format version, 1 |
+//! | 8 | 2 | format version, 2 |
 //! | 10 | 2 | flags: bit 0 vote present, bit 1 vote committed, bit 2 committed present, bit 3 purged present |
 //! | 12 | 4 | reserved, zero |
-//! | 16 | 8 | vote term |
-//! | 24 | 8 | vote node id |
-//! | 32 | 8 | committed: term |
-//! | 40 | 8 | committed: leader node id |
-//! | 48 | 8 | committed: index |
-//! | 56 | 8 | purged: term |
-//! | 64 | 8 | purged: leader node id |
-//! | 72 | 8 | purged: index |
-//! | 80 | 4 | CRC32 (crc32fast) of bytes 0..80 |
+//! | 16 | 8 | sequence number of the write |
+//! | 24 | 8 | vote term |
+//! | 32 | 8 | vote node id |
+//! | 40 | 8 | committed: term |
+//! | 48 | 8 | committed: leader node id |
+//! | 56 | 8 | committed: index |
+//! | 64 | 8 | purged: term |
+//! | 72 | 8 | purged: leader node id |
+//! | 80 | 8 | purged: index |
+//! | 88 | 4 | reserved, zero |
+//! | 92 | 4 | CRC32 (crc32fast) of bytes 0..92 |
 //!
-//! Absent values are written as zeros with their flag clear.
+//! Absent values are written as zeros with their flag clear. The valid slot
+//! with the higher sequence number is the current value.
 //!
 //! # Durability
 //!
-//! The file is replaced atomically: write `raft-meta.tmp`, fdatasync it,
-//! rename it over `raft-meta`, fsync the directory. A crash leaves the old or
-//! the new version, never a mix; the CRC catches bit rot. A failed write or
-//! sync poisons the file: every later update fails until the store is
-//! reopened.
+//! openraft saves the committed log id before every apply, inside its one
+//! core loop, so a save must cost one fdatasync, not the four I/O calls of
+//! an atomic rename (measured: 1.33 ms against 0.35 ms for an append here).
+//! An update therefore overwrites the *older* slot in place with the next
+//! sequence number and fdatasyncs it. A crash mid-write tears at most that
+//! slot, whose write was never acknowledged; the other still holds the
+//! previous value.
+//!
+//! The vote and the purge point must never go back, not even by one update
+//! after bit rot in a slot (a CRC failure looks the same as a torn write).
+//! So an update that changes them is written to *both* slots, one after the
+//! other, each fdatasynced: once acknowledged, the vote is in both, and
+//! losing either slot cannot lose it. Only the committed log id — which
+//! recovery can also learn again from the leader — may be one update behind
+//! after a damaged slot. Both slots invalid is corruption: the store refuses
+//! to open.
+//!
+//! The file is created whole (temporary file, fdatasync, rename, directory
+//! fsync) the first time a store opens a directory. A failed write or sync
+//! poisons the file: every later update fails until the store is reopened.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use missive_log::fs::FileSystem;
+use missive_log::fs::{FileSystem, LogFile};
 use openraft::vote::RaftVote;
 
 use crate::error::{Error, Result};
@@ -48,9 +70,14 @@ use crate::types::{LeaderId, LogId, Vote};
 pub const META_FILE: &str = "raft-meta";
 const META_TMP: &str = "raft-meta.tmp";
 const MAGIC: [u8; 8] = *b"MSVRAFTM";
-const VERSION: u16 = 1;
-const LEN: usize = 84;
-const CRC_AT: usize = 80;
+const VERSION: u16 = 2;
+/// Bytes of one slot.
+const LEN: usize = 96;
+const CRC_AT: usize = 92;
+/// Where the second slot starts; also the size of one slot's sector.
+const SLOT_STRIDE: usize = 512;
+/// Bytes of the whole file.
+const FILE_LEN: usize = 2 * SLOT_STRIDE;
 
 const VOTE: u16 = 1 << 0;
 const VOTE_COMMITTED: u16 = 1 << 1;
@@ -70,26 +97,27 @@ pub(crate) struct RaftMeta {
 }
 
 impl RaftMeta {
-    fn encode(&self) -> [u8; LEN] {
+    fn encode(&self, seq: u64) -> [u8; LEN] {
         let mut b = [0u8; LEN];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        put(&mut b, 16, seq);
         let mut flags = 0u16;
         if let Some(v) = &self.vote {
             flags |= VOTE;
             if v.is_committed() {
                 flags |= VOTE_COMMITTED;
             }
-            put(&mut b, 16, v.leader_id().term);
-            put(&mut b, 24, v.leader_id().node_id);
+            put(&mut b, 24, v.leader_id().term);
+            put(&mut b, 32, v.leader_id().node_id);
         }
         if let Some(c) = &self.committed {
             flags |= COMMITTED;
-            put_log_id(&mut b, 32, c);
+            put_log_id(&mut b, 40, c);
         }
         if let Some(p) = &self.purged {
             flags |= PURGED;
-            put_log_id(&mut b, 56, p);
+            put_log_id(&mut b, 64, p);
         }
         b[10..12].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32fast::hash(&b[..CRC_AT]);
@@ -97,7 +125,11 @@ impl RaftMeta {
         b
     }
 
-    fn decode(b: &[u8; LEN]) -> std::result::Result<RaftMeta, &'static str> {
+    /// Decodes one slot: its sequence number and value.
+    fn decode(b: &[u8]) -> std::result::Result<(u64, RaftMeta), &'static str> {
+        if b.len() < LEN {
+            return Err("slot cut short");
+        }
         if b[0..8] != MAGIC {
             return Err("wrong magic");
         }
@@ -114,17 +146,18 @@ impl RaftMeta {
         let vote = (flags & VOTE != 0).then(|| {
             Vote::from_leader_id(
                 LeaderId {
-                    term: get(b, 16),
-                    node_id: get(b, 24),
+                    term: get(b, 24),
+                    node_id: get(b, 32),
                 },
                 flags & VOTE_COMMITTED != 0,
             )
         });
-        Ok(RaftMeta {
+        let meta = RaftMeta {
             vote,
-            committed: (flags & COMMITTED != 0).then(|| get_log_id(b, 32)),
-            purged: (flags & PURGED != 0).then(|| get_log_id(b, 56)),
-        })
+            committed: (flags & COMMITTED != 0).then(|| get_log_id(b, 40)),
+            purged: (flags & PURGED != 0).then(|| get_log_id(b, 64)),
+        };
+        Ok((get(b, 16), meta))
     }
 }
 
@@ -161,28 +194,43 @@ fn get_log_id(b: &[u8], at: usize) -> LogId {
 /// The metadata file of one partition and its durable value.
 #[derive(Debug)]
 pub(crate) struct MetaFile {
-    /// The file system the log uses too (so crash tests cover both).
-    fs: Arc<dyn FileSystem>,
     /// The partition directory holding the file.
     dir: PathBuf,
     /// The durable value, for readers. Updated only after the file holding
     /// it is durable, so no reader sees a vote a crash could take back.
     current: RwLock<RaftMeta>,
-    /// Serialises writers, so the file's versions follow the order of the
-    /// updates; holds the cause once a write failed (the file is poisoned).
-    /// Held across the file I/O, always on a blocking thread.
-    writer: Mutex<Option<String>>,
+    /// Serialises writers, so slots are written in sequence; held across
+    /// the file I/O, always on a blocking thread.
+    writer: Mutex<Writer>,
+}
+
+/// What only the writer touches.
+#[derive(Debug)]
+struct Writer {
+    /// The open file (through the log's file system, so crash tests cover
+    /// it too).
+    file: Arc<dyn LogFile>,
+    /// Sequence number of the newest valid slot.
+    seq: u64,
+    /// The cause, once a write failed (the file is poisoned).
+    poisoned: Option<String>,
 }
 
 impl MetaFile {
-    /// Reads the file in `dir`, or starts empty if there is none.
+    /// Reads the file in `dir`, creating it (empty) if there is none.
     pub fn open(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<MetaFile> {
-        let meta = read(&*fs, dir)?.unwrap_or_default();
+        let (file, seq, meta) = match read(&*fs, dir)? {
+            Some(found) => found,
+            None => create(&*fs, dir)?,
+        };
         Ok(MetaFile {
-            fs,
             dir: dir.to_owned(),
             current: RwLock::new(meta),
-            writer: Mutex::new(None),
+            writer: Mutex::new(Writer {
+                file,
+                seq,
+                poisoned: None,
+            }),
         })
     }
 
@@ -196,10 +244,11 @@ impl MetaFile {
     /// Changes the value with `change` and makes it durable before
     /// returning. Blocking: call it off the async threads.
     pub fn update(&self, change: impl FnOnce(&mut RaftMeta)) -> Result<()> {
-        let mut poisoned = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(cause) = &*poisoned {
+        let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = self.dir.join(META_FILE);
+        if let Some(cause) = &w.poisoned {
             return Err(Error::Poisoned {
-                path: self.dir.join(META_FILE),
+                path,
                 cause: cause.clone(),
             });
         }
@@ -209,39 +258,84 @@ impl MetaFile {
         if new == old {
             return Ok(());
         }
-        if let Err(e) = write(&*self.fs, &self.dir, &new) {
-            tracing::error!(dir = %self.dir.display(), error = %e, "raft metadata poisoned");
-            *poisoned = Some(e.to_string());
-            return Err(e);
+        // See the module docs: vote and purge point go to both slots.
+        let copies = if new.vote != old.vote || new.purged != old.purged {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let seq = w.seq + 1;
+            if let Err(e) = write_slot(&*w.file, &path, seq, &new) {
+                tracing::error!(dir = %self.dir.display(), error = %e, "raft metadata poisoned");
+                w.poisoned = Some(e.to_string());
+                return Err(e);
+            }
+            w.seq = seq;
         }
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = new;
         Ok(())
     }
 }
 
-fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<RaftMeta>> {
+/// Writes `meta` with sequence number `seq` over the older slot (the one
+/// `seq` picks) and fdatasyncs it.
+fn write_slot(file: &dyn LogFile, path: &Path, seq: u64, meta: &RaftMeta) -> Result<()> {
+    let at = (seq % 2) as usize * SLOT_STRIDE;
+    file.write_all_at(&meta.encode(seq), at as u64)
+        .map_err(|e| Error::io("write", path, e))?;
+    // Acknowledging the update promises it survives a crash.
+    file.sync_data()
+        .map_err(|e| Error::io("fdatasync", path, e))
+}
+
+/// An open metadata file: its handle, and the newest valid slot's sequence
+/// number and value.
+type Opened = (Arc<dyn LogFile>, u64, RaftMeta);
+
+/// Reads the file; `None` if there is none.
+fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Opened>> {
     let path = dir.join(META_FILE);
-    let file = match fs.open(&path, false) {
+    let file = match fs.open(&path, true) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("open", path, e)),
     };
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
-    if len != LEN as u64 {
+    if len != FILE_LEN as u64 {
         return Err(Error::CorruptMeta {
             path,
             reason: "wrong length",
         });
     }
-    let mut b = [0u8; LEN];
+    let mut b = vec![0u8; FILE_LEN];
     file.read_exact_at(&mut b, 0)
         .map_err(|e| Error::io("read", &path, e))?;
-    RaftMeta::decode(&b)
-        .map(Some)
-        .map_err(|reason| Error::CorruptMeta { path, reason })
+    let slots = [
+        RaftMeta::decode(&b[..LEN]),
+        RaftMeta::decode(&b[SLOT_STRIDE..SLOT_STRIDE + LEN]),
+    ];
+    let newest = match slots {
+        [Ok(a), Ok(b)] => Some(if a.0 >= b.0 { a } else { b }),
+        [Ok(one), Err(reason)] | [Err(reason), Ok(one)] => {
+            // A write cut short by a crash, or a damaged slot: see the
+            // module docs for why the other one is safe to use.
+            tracing::warn!(path = %path.display(), reason, "one raft metadata slot is invalid; using the other");
+            Some(one)
+        }
+        [Err(_), Err(_)] => None,
+    };
+    match newest {
+        Some((seq, meta)) => Ok(Some((file, seq, meta))),
+        None => Err(Error::CorruptMeta {
+            path,
+            reason: "both slots are invalid",
+        }),
+    }
 }
 
-fn write(fs: &dyn FileSystem, dir: &Path, meta: &RaftMeta) -> Result<()> {
+/// Creates the file whole, holding the empty value in slot 0.
+fn create(fs: &dyn FileSystem, dir: &Path) -> Result<Opened> {
     let tmp = dir.join(META_TMP);
     match fs.remove(&tmp) {
         Ok(()) => {}
@@ -251,7 +345,9 @@ fn write(fs: &dyn FileSystem, dir: &Path, meta: &RaftMeta) -> Result<()> {
     let file = fs
         .create_new(&tmp)
         .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all_at(&meta.encode(), 0)
+    let mut b = vec![0u8; FILE_LEN];
+    b[..LEN].copy_from_slice(&RaftMeta::default().encode(0));
+    file.write_all_at(&b, 0)
         .map_err(|e| Error::io("write", &tmp, e))?;
     // The content must be durable before the rename can make it the live
     // file, or a crash could leave a live file with unwritten bytes.
@@ -260,9 +356,10 @@ fn write(fs: &dyn FileSystem, dir: &Path, meta: &RaftMeta) -> Result<()> {
     let path = dir.join(META_FILE);
     fs.rename(&tmp, &path)
         .map_err(|e| Error::io("rename", &path, e))?;
-    // The rename is durable only once the directory is: without this a
-    // crash could bring back the previous vote after we acknowledged this one.
-    fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))
+    // The new name is durable only once the directory is.
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("fsync dir", dir, e))?;
+    Ok((file, 0, RaftMeta::default()))
 }
 
 #[cfg(test)]
@@ -302,7 +399,7 @@ mod tests {
                 ..RaftMeta::default()
             },
         ] {
-            assert_eq!(RaftMeta::decode(&m.encode()), Ok(m));
+            assert_eq!(RaftMeta::decode(&m.encode(77)), Ok((77, m)));
         }
     }
 
@@ -312,7 +409,7 @@ mod tests {
             committed: Some(log_id(2, 1, 7)),
             ..RaftMeta::default()
         };
-        let good = m.encode();
+        let good = m.encode(3);
         for byte in 0..LEN {
             for bit in 0..8 {
                 let mut bad = good;
@@ -339,8 +436,81 @@ mod tests {
         assert!(!dir.path().join(META_TMP).exists());
     }
 
+    fn vote(term: u64) -> Vote {
+        Vote::from_leader_id(LeaderId { term, node_id: 1 }, false)
+    }
+
+    #[test]
+    fn a_torn_committed_update_falls_back_to_the_previous_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+        let meta = MetaFile::open(fs.clone(), dir.path()).expect("open");
+        meta.update(|m| m.vote = Some(vote(4))).expect("vote");
+        meta.update(|m| m.committed = Some(log_id(4, 1, 10)))
+            .expect("commit 10");
+        meta.update(|m| m.committed = Some(log_id(4, 1, 11)))
+            .expect("commit 11");
+        drop(meta);
+        // Tear the slot holding commit 11 (the newest write).
+        let path = dir.path().join(META_FILE);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let newest = if RaftMeta::decode(&bytes[..LEN]).expect("slot 0").0
+            > RaftMeta::decode(&bytes[SLOT_STRIDE..SLOT_STRIDE + LEN])
+                .expect("slot 1")
+                .0
+        {
+            0
+        } else {
+            SLOT_STRIDE
+        };
+        bytes[newest + 50] ^= 0xFF;
+        std::fs::write(&path, bytes).expect("write");
+        let m = MetaFile::open(fs, dir.path()).expect("reopen").get();
+        assert_eq!(m.committed, Some(log_id(4, 1, 10)));
+        assert_eq!(m.vote, Some(vote(4)));
+    }
+
+    #[test]
+    fn a_saved_vote_survives_the_loss_of_either_slot() {
+        for damaged in [0, SLOT_STRIDE] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+            let meta = MetaFile::open(fs.clone(), dir.path()).expect("open");
+            meta.update(|m| m.vote = Some(vote(7))).expect("vote");
+            meta.update(|m| m.purged = Some(log_id(7, 1, 3)))
+                .expect("purge");
+            drop(meta);
+            let path = dir.path().join(META_FILE);
+            let mut bytes = std::fs::read(&path).expect("read");
+            bytes[damaged + 26] ^= 0x01;
+            std::fs::write(&path, bytes).expect("write");
+            let m = MetaFile::open(fs, dir.path()).expect("reopen").get();
+            assert_eq!(m.vote, Some(vote(7)), "slot at {damaged} damaged");
+            assert_eq!(m.purged, Some(log_id(7, 1, 3)));
+        }
+    }
+
+    #[test]
+    fn a_committed_update_costs_one_write_and_one_fdatasync() {
+        let fs = missive_log::fs::SimFs::new();
+        let dir = Path::new("/p");
+        fs.create_dir_all(dir).expect("mkdir");
+        let meta = MetaFile::open(Arc::new(fs.clone()), dir).expect("open");
+        let before = fs.counters();
+        meta.update(|m| m.committed = Some(log_id(1, 1, 5)))
+            .expect("commit");
+        let after = fs.counters();
+        assert_eq!(
+            (after.writes - before.writes, after.syncs - before.syncs),
+            (1, 1)
+        );
+        assert_eq!(after.dir_syncs, before.dir_syncs);
+    }
+
     #[test]
     fn truncated_file_is_corruption_not_a_fresh_start() {
+        // Both slots gone is not "no metadata": the store must not forget a
+        // vote by starting afresh.
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(META_FILE), [0u8; 10]).expect("write");
         let err = MetaFile::open(Arc::new(StdFs), dir.path()).expect_err("refused");
