@@ -24,6 +24,7 @@
 //! - `snapshot`: snapshots as files ([`SnapshotFile`]).
 //! - `error`: [`Error`].
 //! - [`partition`]: which partition a key lives in (jump consistent hash).
+//! - [`kv`]: a key-value state machine, for tests and benchmarks.
 //!
 //! # A partition directory
 //!
@@ -50,6 +51,7 @@
 
 mod applied_state;
 mod error;
+pub mod kv;
 mod log_store;
 pub mod partition;
 mod pb;

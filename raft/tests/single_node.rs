@@ -100,7 +100,10 @@ async fn start(
     (raft, closed)
 }
 
-async fn write(raft: &KvRaft, command: missive_raft::Command) -> Result<Option<String>, ()> {
+async fn write(
+    raft: &KvRaft,
+    command: missive_raft::Command,
+) -> Result<Option<String>, kv::Rejected> {
     let resp = raft.client_write(command).await.expect("client write");
     kv::previous(&resp.data)
 }
@@ -130,7 +133,7 @@ async fn a_single_node_commits_snapshots_purges_and_restarts_from_its_directory(
         })
         .await
         .expect("a rejected command is still committed and answered");
-    assert_eq!(kv::previous(&resp.data), Err(()));
+    assert_eq!(kv::previous(&resp.data), Err(kv::Rejected));
     let last = raft
         .client_write(kv::delete("b"))
         .await

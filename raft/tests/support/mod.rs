@@ -4,7 +4,7 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
-pub mod kv;
+pub use missive_raft::kv;
 
 use std::path::Path;
 use std::sync::Arc;

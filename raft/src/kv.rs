@@ -1,5 +1,6 @@
 //! A key-value map as a replicated state machine: small, but real — it
 //! decodes commands, replies, and streams snapshots to and from files.
+//! missive-raft's tests and benchmarks replicate it; it is not chat.
 //!
 //! Command bodies (integers little-endian):
 //! - set: `1, u32 key length, key, u32 value length, value`
@@ -15,9 +16,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
-use missive_raft::{
-    AppliedState, BoxError, Command, CommandEntry, Reply, SnapshotSource, StateMachine,
-};
+use crate::{AppliedState, BoxError, Command, CommandEntry, Reply, SnapshotSource, StateMachine};
 
 const SET: u8 = 1;
 const DELETE: u8 = 2;
@@ -52,12 +51,17 @@ pub fn delete(key: &str) -> Command {
     }
 }
 
+/// The state machine refused a malformed command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the key-value state machine rejected the command")]
+pub struct Rejected;
+
 /// The previous value a reply carries; `Err` for a rejection.
-pub fn previous(reply: &Reply) -> Result<Option<String>, ()> {
+pub fn previous(reply: &Reply) -> Result<Option<String>, Rejected> {
     match reply.body.split_first() {
         Some((0, [])) => Ok(None),
         Some((1, v)) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
-        _ => Err(()),
+        _ => Err(Rejected),
     }
 }
 
