@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     self, ChainHash, RECORD_HEADER_LEN, RecordHeader, SegmentHeader, chain_hash, segment_file_name,
 };
-use crate::fs::{FileSystem, LogFile};
+use crate::fs::{FileSystem, LogFile, replace_durably};
 use crate::index::{SegmentIndex, SparseBuilder};
 use crate::meta;
 use crate::options::{Options, SyncMode};
@@ -787,19 +787,8 @@ impl Log {
             target.locate(keep_to, self.opts.max_record_bytes)?
         };
         let prefix = &target.map.bytes()[..cut];
-        let tmp = tmp_path(&target.path);
-        remove_if_exists(fs, &tmp)?;
-        let file = fs
-            .create_new(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all_at(prefix, 0)
-            .map_err(|e| Error::io("write", &tmp, e))?;
-        file.sync_data()
-            .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-        fs.rename(&tmp, &target.path)
-            .map_err(|e| Error::io("rename", &target.path, e))?;
-        fs.sync_dir(&self.dir)
-            .map_err(|e| Error::io("fsync dir", &self.dir, e))?;
+        let name = segment_file_name(target.first());
+        let file = replace_durably(fs, &self.dir, &name, prefix)?;
         remove_if_exists(fs, &self.dir.join(format::index_file_name(target.first())))?;
 
         let mut positions = Vec::new();
@@ -817,9 +806,7 @@ impl Log {
         let new_active = ActiveView {
             path: target.path.clone(),
             header: target.header,
-            file: fs
-                .open(&target.path, true)
-                .map_err(|e| Error::io("open", &target.path, e))?,
+            file,
             positions,
             end: cut as u64,
             max_timestamp,

@@ -9,11 +9,10 @@ use std::path::Path;
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::{u32_at, u64_at};
-use crate::fs::FileSystem;
+use crate::fs::{FileSystem, replace_durably};
 
 /// File name of the metadata file inside a log directory.
 pub const META_FILE: &str = "meta";
-const META_TMP: &str = "meta.tmp";
 const MAGIC: [u8; 8] = *b"MSVLOGMT";
 const LEN: usize = 24;
 
@@ -46,23 +45,5 @@ pub fn write(fs: &dyn FileSystem, dir: &Path, first_visible: u64) -> Result<()> 
     // 16..20 reserved.
     let crc = crc32fast::hash(&b[..20]);
     b[20..24].copy_from_slice(&crc.to_le_bytes());
-    let tmp = dir.join(META_TMP);
-    match fs.remove(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", tmp, e)),
-    }
-    let file = fs
-        .create_new(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
-    file.write_all_at(&b, 0)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    // The content must be durable before the rename makes it the live file.
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    let path = dir.join(META_FILE);
-    fs.rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &path, e))?;
-    // The rename itself is durable only once the directory is synced.
-    fs.sync_dir(dir).map_err(|e| Error::io("fsync dir", dir, e))
+    replace_durably(fs, dir, META_FILE, &b).map(drop)
 }

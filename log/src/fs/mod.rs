@@ -5,6 +5,7 @@
 //! durable bytes apart, crashes between them, and fails the calls it is told
 //! to fail. [`StdFs`] is the real thing.
 
+mod replace;
 mod sim;
 mod std_fs;
 
@@ -15,6 +16,7 @@ use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use replace::replace_durably;
 pub use sim::{Counters, Fault, SimFs};
 pub use std_fs::StdFs;
 

@@ -60,7 +60,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use missive_log::fs::{FileSystem, LogFile};
+use missive_log::fs::{FileSystem, LogFile, replace_durably};
 use openraft::vote::RaftVote;
 
 use crate::error::{Error, Result};
@@ -68,7 +68,6 @@ use crate::types::{LeaderId, LogId, Vote};
 
 /// File name of the metadata file in a partition directory.
 pub const META_FILE: &str = "raft-meta";
-const META_TMP: &str = "raft-meta.tmp";
 const MAGIC: [u8; 8] = *b"MSVRAFTM";
 const VERSION: u16 = 2;
 /// Bytes of one slot.
@@ -336,29 +335,9 @@ fn read(fs: &dyn FileSystem, dir: &Path) -> Result<Option<Opened>> {
 
 /// Creates the file whole, holding the empty value in slot 0.
 fn create(fs: &dyn FileSystem, dir: &Path) -> Result<Opened> {
-    let tmp = dir.join(META_TMP);
-    match fs.remove(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", tmp, e)),
-    }
-    let file = fs
-        .create_new(&tmp)
-        .map_err(|e| Error::io("create", &tmp, e))?;
     let mut b = vec![0u8; FILE_LEN];
     b[..LEN].copy_from_slice(&RaftMeta::default().encode(0));
-    file.write_all_at(&b, 0)
-        .map_err(|e| Error::io("write", &tmp, e))?;
-    // The content must be durable before the rename can make it the live
-    // file, or a crash could leave a live file with unwritten bytes.
-    file.sync_data()
-        .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    let path = dir.join(META_FILE);
-    fs.rename(&tmp, &path)
-        .map_err(|e| Error::io("rename", &path, e))?;
-    // The new name is durable only once the directory is.
-    fs.sync_dir(dir)
-        .map_err(|e| Error::io("fsync dir", dir, e))?;
+    let file = replace_durably(fs, dir, META_FILE, &b)?;
     Ok((file, 0, RaftMeta::default()))
 }
 
@@ -433,7 +412,7 @@ mod tests {
         drop(meta);
         let reopened = MetaFile::open(fs, dir.path()).expect("reopen");
         assert_eq!(reopened.get().purged, Some(log_id(5, 1, 42)));
-        assert!(!dir.path().join(META_TMP).exists());
+        assert!(!dir.path().join("raft-meta.tmp").exists());
     }
 
     fn vote(term: u64) -> Vote {
