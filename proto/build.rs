@@ -14,7 +14,7 @@ use std::path::PathBuf;
 const PROTO_ROOT: &str = "proto";
 
 /// Every file of the schema. A new file is added here and under `PROTO_ROOT`.
-const PROTO_FILES: &[&str] = &["missive/v1/log.proto"];
+const PROTO_FILES: &[&str] = &["missive/v1/log.proto", "missive/v1/raft.proto"];
 
 /// The file `lib.rs` includes as `FILE_DESCRIPTOR_SET`.
 const DESCRIPTOR_SET_FILE: &str = "missive_descriptor.bin";
@@ -38,7 +38,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        // No generated `connect` helpers yet: they would pull in tonic's transport.
+        // No generated `connect` helpers: callers build their own channels (one per
+        // peer, with deadlines), and this crate stays free of tonic's transport.
         .build_transport(false)
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())

@@ -1,9 +1,18 @@
 //! `missive`: the one binary.
 //!
-//! Today it carries the operators' offline log tools; the node, gateway and
-//! cluster subcommands join it as those parts land.
+//! - `log`: offline tools for a partition's log directory.
+//! - `node`: runs a cluster node (internal gRPC service, P partitions).
+//! - `cluster`: init, add-node, remove-node, status against a running node.
+//! - `kv`: writes through any node, and a stopped node's committed writes.
+//!
+//! The gateway subcommands join as those parts land.
 
+mod cluster_cmd;
+mod kv_cmd;
 mod log_cmd;
+mod node_client;
+mod node_cmd;
+mod secret_arg;
 mod time_fmt;
 
 use std::process::ExitCode;
@@ -23,12 +32,23 @@ enum Command {
     /// Offline tools for a log directory (one partition's segments).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Runs a cluster node until SIGTERM or Ctrl-C.
+    Node(node_cmd::NodeArgs),
+    /// Cluster operations, sent to a running node.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
+    /// The key-value state machine: put through a node, dump a stopped one.
+    #[command(subcommand)]
+    Kv(kv_cmd::KvCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Log(cmd) => log_cmd::run(cmd),
+        Command::Node(args) => node_cmd::run(args),
+        Command::Cluster(cmd) => cluster_cmd::run(cmd),
+        Command::Kv(cmd) => kv_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -13,7 +13,9 @@
 //! # Layout
 //!
 //! - [`v1`]: the generated `missive.v1` messages. [`v1::LogEntry`] is the
-//!   envelope that every payload of a partition's log carries.
+//!   envelope that every payload of a partition's log carries;
+//!   `v1::raft_internal_client` and `v1::raft_internal_server` are the
+//!   internal node-to-node service (`raft.proto`).
 //! - [`ENVELOPE_VERSION`]: the envelope version today's writers set.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded schema, for gRPC reflection.
 
@@ -144,6 +146,12 @@ mod tests {
             .find(|file| file.name == "missive/v1/log.proto")
             .expect("log.proto is compiled into the set");
         assert_eq!(log.package, "missive.v1");
+        assert!(
+            set.file
+                .iter()
+                .any(|file| file.name == "missive/v1/raft.proto"),
+            "raft.proto is compiled into the set"
+        );
     }
 
     proptest! {

@@ -114,6 +114,72 @@ pub enum Error {
     /// The application's state machine failed.
     #[error("state machine: {0}")]
     StateMachine(BoxError),
+
+    /// The node metadata file is unreadable or belongs to another node or
+    /// cluster shape. Fatal: the node must not serve this directory.
+    #[error("node metadata {path}: {reason}")]
+    NodeMeta {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A partition number outside the cluster's.
+    #[error("partition {partition} does not exist (the cluster has {partitions})")]
+    UnknownPartition {
+        /// The partition asked for.
+        partition: u32,
+        /// How many the cluster has.
+        partitions: u32,
+    },
+
+    /// This node does not lead the partition. Retryable: a write looks for
+    /// the leader again; callers of `Node::write` never see it.
+    #[error("node does not lead partition {partition} (leader: {leader:?})")]
+    NotLeader {
+        /// The partition.
+        partition: u32,
+        /// The leader, if known.
+        leader: Option<crate::types::NodeId>,
+    },
+
+    /// No leader could take the call in time. Retryable later.
+    #[error("partition {partition} is unavailable: {reason}")]
+    Unavailable {
+        /// The partition.
+        partition: u32,
+        /// Why.
+        reason: String,
+    },
+
+    /// A write was sent but its fate is unknown (the leader failed or lost
+    /// leadership meanwhile): it may or may not commit. Not retried here,
+    /// because retrying could apply it twice.
+    #[error("write to partition {partition} has an unknown outcome: {reason}")]
+    OutcomeUnknown {
+        /// The partition.
+        partition: u32,
+        /// What happened.
+        reason: String,
+    },
+
+    /// A call to a peer failed.
+    #[error("peer call failed: {0}")]
+    Rpc(Box<tonic::Status>),
+
+    /// openraft refused an operation (for example initializing twice) or
+    /// has stopped.
+    #[error("raft: {0}")]
+    Raft(String),
+
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The internal server could not be set up.
+    #[error("transport: {0}")]
+    Transport(String),
 }
 
 impl Error {
@@ -128,9 +194,24 @@ impl Error {
             | Error::UnknownEnvelopeVersion { .. }
             | Error::CorruptSnapshot { .. }
             | Error::WriterStopped(_)
-            | Error::StateMachine(_) => true,
-            Error::InvalidMembership(_) | Error::NonContiguousAppend { .. } => false,
+            | Error::StateMachine(_)
+            | Error::NodeMeta { .. } => true,
+            Error::InvalidMembership(_)
+            | Error::NonContiguousAppend { .. }
+            | Error::UnknownPartition { .. }
+            | Error::NotLeader { .. }
+            | Error::Unavailable { .. }
+            | Error::OutcomeUnknown { .. }
+            | Error::Rpc(_)
+            | Error::Raft(_)
+            | Error::Config(_)
+            | Error::Transport(_) => false,
         }
+    }
+
+    /// True for a write that surely was not proposed and may be sent again.
+    pub fn is_retryable_write(&self) -> bool {
+        matches!(self, Error::NotLeader { .. })
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
@@ -163,7 +244,8 @@ impl Error {
             | Error::CorruptMeta { .. }
             | Error::CorruptEnvelope { .. }
             | Error::UnknownEnvelopeVersion { .. }
-            | Error::CorruptSnapshot { .. } => io::ErrorKind::InvalidData,
+            | Error::CorruptSnapshot { .. }
+            | Error::NodeMeta { .. } => io::ErrorKind::InvalidData,
             Error::Log(
                 missive_log::Error::IndexMismatch { .. }
                 | missive_log::Error::RecordTooLarge { .. }
@@ -171,7 +253,14 @@ impl Error {
                 | missive_log::Error::InvalidOption(_),
             )
             | Error::InvalidMembership(_)
-            | Error::NonContiguousAppend { .. } => io::ErrorKind::InvalidInput,
+            | Error::NonContiguousAppend { .. }
+            | Error::UnknownPartition { .. }
+            | Error::Config(_) => io::ErrorKind::InvalidInput,
+            Error::NotLeader { .. } | Error::Unavailable { .. } => io::ErrorKind::WouldBlock,
+            Error::OutcomeUnknown { .. } | Error::Rpc(_) | Error::Transport(_) => {
+                io::ErrorKind::ConnectionAborted
+            }
+            Error::Raft(_) => io::ErrorKind::Other,
             Error::Log(
                 missive_log::Error::Purged { .. } | missive_log::Error::BeyondEnd { .. },
             ) => io::ErrorKind::NotFound,

@@ -82,40 +82,43 @@ fn take_string(b: &mut &[u8]) -> Option<String> {
     String::from_utf8(take(b)?.to_vec()).ok()
 }
 
+/// A decoded command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value`.
+    Set { key: String, value: String },
+    /// Remove `key`.
+    Delete { key: String },
+}
+
+/// Decodes a command body; `None` for a malformed one (which apply rejects).
+pub fn decode(command: &Command) -> Option<Op> {
+    let (op, mut rest) = command.body.split_first()?;
+    let op = match *op {
+        SET => Op::Set {
+            key: take_string(&mut rest)?,
+            value: take_string(&mut rest)?,
+        },
+        DELETE => Op::Delete {
+            key: take_string(&mut rest)?,
+        },
+        _ => return None,
+    };
+    rest.is_empty().then_some(op)
+}
+
 impl Kv {
     fn apply_one(&mut self, c: &CommandEntry<'_>) -> Reply {
-        let (op, mut rest) = match c.command.body.split_first() {
-            Some((op, rest)) => (*op, rest),
-            None => {
-                return Reply {
-                    body: vec![REJECTED],
-                };
+        let previous = match decode(c.command) {
+            Some(Op::Set { key, value }) => {
+                self.written_at.insert(key.clone(), c.timestamp_ms);
+                self.map.insert(key, value)
             }
-        };
-        let previous = match op {
-            SET => match (take_string(&mut rest), take_string(&mut rest)) {
-                (Some(k), Some(v)) if rest.is_empty() => {
-                    self.written_at.insert(k.clone(), c.timestamp_ms);
-                    self.map.insert(k, v)
-                }
-                _ => {
-                    return Reply {
-                        body: vec![REJECTED],
-                    };
-                }
-            },
-            DELETE => match take_string(&mut rest) {
-                Some(k) if rest.is_empty() => {
-                    self.written_at.insert(k.clone(), c.timestamp_ms);
-                    self.map.remove(&k)
-                }
-                _ => {
-                    return Reply {
-                        body: vec![REJECTED],
-                    };
-                }
-            },
-            _ => {
+            Some(Op::Delete { key }) => {
+                self.written_at.insert(key.clone(), c.timestamp_ms);
+                self.map.remove(&key)
+            }
+            None => {
                 return Reply {
                     body: vec![REJECTED],
                 };

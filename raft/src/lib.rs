@@ -24,6 +24,10 @@
 //! - `snapshot`: snapshots as files ([`SnapshotFile`]).
 //! - `error`: [`Error`].
 //! - [`partition`]: which partition a key lives in (jump consistent hash).
+//! - [`network`]: the internal gRPC transport (`missive.v1.RaftInternal`),
+//!   client and server, with the cluster secret.
+//! - [`node`]: [`Node`], a cluster member with P partitions: writes
+//!   forwarded to leaders, status, membership, leader spreading.
 //! - [`kv`]: a key-value state machine, for tests and benchmarks.
 //!
 //! # A partition directory
@@ -53,6 +57,8 @@ mod applied_state;
 mod error;
 pub mod kv;
 mod log_store;
+pub mod network;
+pub mod node;
 pub mod partition;
 mod pb;
 mod sm_store;
@@ -65,6 +71,8 @@ pub use error::{BoxError, Error, Result};
 pub use log_store::{
     LOG_DIR, LogReader, LogStore, MAX_GROUP_ENTRIES, MAX_READ_BYTES, META_FILE, WRITE_QUEUE_DEPTH,
 };
+pub use network::{ClusterSecret, SECRET_HEADER};
+pub use node::{Node as ClusterNode, NodeConfig, NodeStatus};
 pub use sm_store::{MAX_APPLY_BATCH, RaftSnapshot, SnapshotBuilder, StateMachineStore};
 pub use snapshot::{MAX_STATE_BYTES, SnapshotFile};
 pub use state_machine::{CommandEntry, SnapshotSource, StateMachine};

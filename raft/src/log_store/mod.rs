@@ -141,8 +141,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(blocking(&self.log, move |l| l.save_committed(committed)).await?)
     }
 
+    /// The saved committed log id, but never beyond this store's last
+    /// entry (or purge point). openraft saves `committed` as soon as it
+    /// learns it, which may be before this node's own copy of those entries
+    /// is flushed (`committed ≤ flushed` need not hold: a quorum without
+    /// this node has them). After a crash in between, the durable log ends
+    /// before the saved id, and openraft, which re-applies up to it on
+    /// startup, would fail to read the missing entries and refuse to start
+    /// (found by the chaos test: a follower whose fdatasync failed). The
+    /// leader tells the node the rest once it rejoins. openraft reads this
+    /// only at startup, with nothing pending, so the last entry is durable.
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        Ok(self.log.meta().committed)
+        let committed = self.log.meta().committed;
+        let last = blocking(&self.log, |l| l.last_log_id()).await?;
+        Ok(committed.min(last))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>

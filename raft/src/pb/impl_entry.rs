@@ -12,8 +12,8 @@ use super::impl_membership::{membership_from_pb, membership_to_pb};
 use crate::error::{Error, Result};
 use crate::types::{Command, Entry, LogId, Payload};
 
-/// Appends the envelope of `entry` to `buf`.
-pub(crate) fn encode_entry(entry: &Entry, buf: &mut Vec<u8>) {
+/// The envelope of `entry`: what the log stores and the transport carries.
+pub(crate) fn envelope(entry: &Entry) -> pb::LogEntry {
     let payload = match &entry.payload {
         Payload::Blank => log_entry::Payload::Blank(pb::Blank {}),
         Payload::Membership(m) => log_entry::Payload::Membership(membership_to_pb(m)),
@@ -22,20 +22,38 @@ pub(crate) fn encode_entry(entry: &Entry, buf: &mut Vec<u8>) {
             request_id: c.request_id.clone(),
         }),
     };
-    let envelope = pb::LogEntry {
+    pb::LogEntry {
         envelope_version: ENVELOPE_VERSION,
         leader: Some(leader_id_to_pb(&entry.log_id.leader_id)),
         payload: Some(payload),
-    };
+    }
+}
+
+/// Appends the envelope of `entry` to `buf`.
+pub(crate) fn encode_entry(entry: &Entry, buf: &mut Vec<u8>) {
     // Encoding into a Vec cannot run out of room.
-    envelope.encode(buf).expect("invariant: a Vec grows to fit");
+    envelope(entry)
+        .encode(buf)
+        .expect("invariant: a Vec grows to fit");
 }
 
 /// Decodes the record at `index`, appended with `timestamp_ms`, holding
 /// `bytes`.
 pub(crate) fn decode_entry(index: u64, timestamp_ms: u64, bytes: &[u8]) -> Result<Entry> {
+    let envelope = pb::LogEntry::decode(bytes).map_err(|e| Error::CorruptEnvelope {
+        index,
+        reason: e.to_string(),
+    })?;
+    decode_envelope(index, timestamp_ms, envelope)
+}
+
+/// The entry at `index`, stamped `timestamp_ms`, that `envelope` describes.
+pub(crate) fn decode_envelope(
+    index: u64,
+    timestamp_ms: u64,
+    envelope: pb::LogEntry,
+) -> Result<Entry> {
     let corrupt = |reason: String| Error::CorruptEnvelope { index, reason };
-    let envelope = pb::LogEntry::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
     if envelope.envelope_version != ENVELOPE_VERSION {
         return Err(Error::UnknownEnvelopeVersion {
             index,

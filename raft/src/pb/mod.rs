@@ -15,6 +15,8 @@
 mod impl_entry;
 mod impl_leader_id;
 mod impl_membership;
+mod impl_raft;
 
 pub(crate) use impl_entry::{decode_entry, encode_entry};
 pub(crate) use impl_membership::{membership_from_pb, membership_to_pb};
+pub(crate) use impl_raft::*;

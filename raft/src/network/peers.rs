@@ -1,0 +1,330 @@
+//! [`Peers`]: the client side of the internal transport.
+//!
+//! One tonic `Channel` per peer, created lazily at the first call and shared
+//! by every partition (a channel multiplexes calls over one HTTP/2
+//! connection and reconnects by itself). The number of channels is bounded
+//! by the number of nodes in the partitions' memberships. Each call carries
+//! the cluster secret and has a deadline: openraft's `RPCOption::hard_ttl`
+//! for Raft calls, the caller's for the others.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::{Either, select};
+use missive_proto::v1 as pb;
+use missive_proto::v1::raft_internal_client::RaftInternalClient;
+use openraft::RaftNetworkFactory;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft_multi::{GroupNetworkAdapter, GroupRouter};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use super::secret::ClusterSecret;
+use super::snapshot_stream;
+use crate::SnapshotFile;
+use crate::pb as conv;
+use crate::sm_store::RaftSnapshot;
+use crate::types::{Node, NodeId, TypeConfig, Vote};
+
+/// How long opening a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shared client of every peer; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    /// Shared by every partition's network factory.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Added to every call.
+    secret: ClusterSecret,
+    /// Each peer's address and its channel. A std `Mutex`: held only to look
+    /// up or insert, never across an `.await`.
+    channels: Mutex<HashMap<NodeId, (String, Channel)>>,
+}
+
+impl Peers {
+    /// Peers called with `secret`.
+    pub fn new(secret: ClusterSecret) -> Peers {
+        Peers {
+            inner: Arc::new(Inner {
+                secret,
+                channels: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Records where `id` is reached (membership entries carry addresses).
+    pub fn learn(&self, id: NodeId, addr: &str) {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if channels.get(&id).is_some_and(|(a, _)| a == addr) {
+            return;
+        }
+        match channel_to(addr) {
+            Ok(ch) => {
+                channels.insert(id, (addr.to_owned(), ch));
+            }
+            Err(e) => tracing::warn!(id, addr, error = %e, "peer address is not usable"),
+        }
+    }
+
+    /// A client of node `id`, if its address is known.
+    fn client(&self, id: NodeId) -> Result<RaftInternalClient<Channel>, Status> {
+        let channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        channels
+            .get(&id)
+            .map(|(_, ch)| client_of(ch.clone()))
+            .ok_or_else(|| Status::unavailable(format!("no known address for node {id}")))
+    }
+
+    /// A request carrying `msg`, the secret and a deadline of `timeout`.
+    fn request<T>(&self, msg: T, timeout: Duration) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.set_timeout(timeout);
+        self.inner.secret.attach(&mut r);
+        r
+    }
+
+    /// Sends a client write to node `leader`, which must lead `partition`.
+    pub async fn forward(
+        &self,
+        leader: NodeId,
+        partition: u32,
+        command: pb::Command,
+        timeout: Duration,
+    ) -> Result<pb::ForwardResponse, Status> {
+        let mut client = self.client(leader)?;
+        let req = self.request(
+            pb::ForwardRequest {
+                partition,
+                command: Some(command),
+                relayed: true,
+            },
+            timeout,
+        );
+        deadline(timeout, client.forward(req)).await
+    }
+
+    /// Sends a membership change to node `target` (the leader of the
+    /// partition the request names).
+    pub async fn add_node(
+        &self,
+        target: NodeId,
+        req: pb::AddNodeRequest,
+        timeout: Duration,
+    ) -> Result<pb::AdminResponse, Status> {
+        let mut client = self.client(target)?;
+        let req = self.request(req, timeout);
+        deadline(timeout, client.add_node(req)).await
+    }
+
+    /// As [`Peers::add_node`], removing.
+    pub async fn remove_node(
+        &self,
+        target: NodeId,
+        req: pb::RemoveNodeRequest,
+        timeout: Duration,
+    ) -> Result<pb::AdminResponse, Status> {
+        let mut client = self.client(target)?;
+        let req = self.request(req, timeout);
+        deadline(timeout, client.remove_node(req)).await
+    }
+}
+
+/// A client over `ch` accepting messages as large as the server does.
+pub(crate) fn client_of(ch: Channel) -> RaftInternalClient<Channel> {
+    RaftInternalClient::new(ch)
+        .max_decoding_message_size(super::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(super::MAX_MESSAGE_BYTES)
+}
+
+/// A lazily connected channel to `addr` (`host:port`).
+pub(crate) fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Runs `call` for at most `timeout`, whatever the server does with the
+/// deadline it was sent.
+async fn deadline<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no answer within {timeout:?}"
+        ))),
+    }
+}
+
+/// openraft's view of a failed call: an unreachable peer is backed off, any
+/// other failure retried.
+fn rpc_error(target: NodeId, status: Status) -> RPCError<TypeConfig> {
+    let status = Status::new(
+        status.code(),
+        format!("node {target}: {}", status.message()),
+    );
+    match status.code() {
+        Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn malformed_reply(target: NodeId, e: conv::Malformed) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(format!("node {target}: {e}")))
+}
+
+impl GroupRouter<TypeConfig, u32> for Peers {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &self,
+        target: NodeId,
+        partition: u32,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client(target).map_err(|s| rpc_error(target, s))?;
+        let ttl = option.hard_ttl();
+        let req = self.request(conv::append_to_pb(partition, rpc), ttl);
+        let resp = deadline(ttl, client.append_entries(req))
+            .await
+            .map_err(|s| rpc_error(target, s))?;
+        conv::append_response_from_pb(resp).map_err(|e| malformed_reply(target, e))
+    }
+
+    async fn vote(
+        &self,
+        target: NodeId,
+        partition: u32,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client(target).map_err(|s| rpc_error(target, s))?;
+        let ttl = option.hard_ttl();
+        let req = self.request(conv::vote_request_to_pb(partition, &rpc), ttl);
+        let resp = deadline(ttl, client.vote(req))
+            .await
+            .map_err(|s| rpc_error(target, s))?;
+        conv::vote_response_from_pb(&resp).map_err(|e| malformed_reply(target, e))
+    }
+
+    async fn pre_vote(
+        &self,
+        target: NodeId,
+        partition: u32,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client(target).map_err(|s| rpc_error(target, s))?;
+        let ttl = option.hard_ttl();
+        let req = self.request(conv::vote_request_to_pb(partition, &rpc), ttl);
+        let resp = deadline(ttl, client.pre_vote(req))
+            .await
+            .map_err(|s| rpc_error(target, s))?;
+        conv::vote_response_from_pb(&resp).map_err(|e| malformed_reply(target, e))
+    }
+
+    /// Streams the snapshot file. The deadline grows with its size: one
+    /// `hard_ttl` per chunk, plus one for the answer.
+    async fn full_snapshot(
+        &self,
+        target: NodeId,
+        partition: u32,
+        vote: Vote,
+        snapshot: RaftSnapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let unreachable = |s: Status| -> StreamingError<TypeConfig> {
+            match rpc_error(target, s) {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                other => StreamingError::Network(NetworkError::new(&other)),
+            }
+        };
+        let mut client = self.client(target).map_err(unreachable)?;
+        let (chunks, len) = snapshot_stream::send(partition, &vote, snapshot.snapshot)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let n_chunks = len / snapshot_stream::SNAPSHOT_CHUNK_BYTES as u64 + 2;
+        let ttl = option
+            .hard_ttl()
+            .saturating_mul(u32::try_from(n_chunks).unwrap_or(u32::MAX));
+        let req = self.request(chunks, ttl);
+        let call = pin!(deadline(ttl, client.install_snapshot(req)));
+        let cancel = pin!(cancel);
+        let resp = match select(call, cancel).await {
+            Either::Left((r, _)) => r.map_err(unreachable)?,
+            Either::Right((closed, _)) => return Err(StreamingError::Closed(closed)),
+        };
+        let vote = conv::vote_from_pb(resp.vote.as_ref())
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        Ok(SnapshotResponse::new(vote))
+    }
+
+    async fn transfer_leader(
+        &self,
+        target: NodeId,
+        partition: u32,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client(target).map_err(|s| rpc_error(target, s))?;
+        let ttl = option.hard_ttl();
+        let wire = self.request(conv::transfer_to_pb(partition, &req), ttl);
+        let resp = deadline(ttl, client.transfer_leader(wire))
+            .await
+            .map_err(|s| rpc_error(target, s))?;
+        if resp.rejected.is_empty() {
+            Ok(Ok(()))
+        } else {
+            // The reason travels as text; openraft only logs it. Reported as
+            // the log not being there yet, the refusal openraft retries.
+            tracing::debug!(target, partition, reason = %resp.rejected, "transfer leader refused");
+            Ok(Err(TransferLeaderError::LogNotFlushed {
+                expected: req.last_log_id().copied(),
+                actual: None,
+            }))
+        }
+    }
+}
+
+/// openraft's network factory for one partition: every connection it asks
+/// for is the shared channel of the peer, bound to this partition.
+#[derive(Clone, Debug)]
+pub struct PartitionNetwork {
+    /// The shared channels.
+    pub peers: Peers,
+    /// The partition this factory serves.
+    pub partition: u32,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PartitionNetwork {
+    type Network = GroupNetworkAdapter<TypeConfig, u32, Peers>;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Self::Network {
+        self.peers.learn(target, &node.addr);
+        GroupNetworkAdapter::new(self.peers.clone(), target, self.partition)
+    }
+}

@@ -1,0 +1,407 @@
+//! [`Node`]: one member of a cluster — P partitions, each an openraft group
+//! over its own missive-log, and the internal gRPC service their peers and
+//! operators call.
+//!
+//! # Layout
+//!
+//! - `meta`: the node metadata file (id, partition count).
+//! - `write`: writes, forwarded to the partition's leader when needed.
+//! - `membership`: initialize, add and remove nodes, spread leaders.
+//! - `status`: [`NodeStatus`], read from openraft's metrics.
+//! - `dump`: [`for_each_committed`], a stopped node's committed commands.
+//!
+//! # A node's data directory
+//!
+//! ```text
+//! <data>/node.meta                  id and partition count
+//! <data>/partitions/<p>/            partition p (see the crate docs)
+//! <data>/partitions/<p>/incoming/   snapshots being received
+//! ```
+//!
+//! # Invariants
+//!
+//! - The partition count is fixed when the directory is created.
+//! - A restarted node needs nothing but its directory: vote, log and
+//!   snapshot are durable, and openraft's leader finds it again.
+//! - Every partition shares the node's one connection to each peer.
+
+mod dump;
+mod membership;
+mod meta;
+mod status;
+mod write;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use missive_log::Options;
+use missive_proto::v1::raft_internal_server::RaftInternalServer;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{Raft, RaftMetrics};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use self::dump::for_each_committed;
+pub use self::meta::NODE_META_FILE;
+pub use self::status::{FollowerStatus, NodeStatus, PartitionStatus};
+use crate::SNAPSHOT_DIR;
+use crate::error::{Error, Result};
+use crate::log_store::LogStore;
+use crate::network::service::Service;
+use crate::network::{ClusterSecret, MAX_MESSAGE_BYTES, PartitionNetwork, Peers};
+use crate::sm_store::StateMachineStore;
+use crate::state_machine::StateMachine;
+use crate::types::{NodeId, TypeConfig};
+
+/// Partitions a new node directory gets when none is asked for.
+pub const DEFAULT_PARTITIONS: u32 = 4;
+
+/// Name of the directory holding the partitions.
+pub const PARTITIONS_DIR: &str = "partitions";
+
+/// How a node starts.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's id; checked against the data directory's.
+    pub id: NodeId,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The partition count for a new directory; `None` takes the stored
+    /// one (or [`DEFAULT_PARTITIONS`]).
+    pub partitions: Option<u32>,
+    /// What peers and operators must present.
+    pub secret: ClusterSecret,
+    /// The address peers reach this node at; `None` takes the listener's.
+    pub advertise: Option<String>,
+    /// openraft's configuration, shared by every partition.
+    pub raft: Arc<openraft::Config>,
+    /// Each partition log's options (their clock stamps entries).
+    pub log: Options,
+    /// How long a write may look for a leader before it fails.
+    pub write_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// A configuration with production defaults for openraft's timers.
+    pub fn new(id: NodeId, data_dir: impl Into<PathBuf>, secret: ClusterSecret) -> Result<Self> {
+        let raft = openraft::Config {
+            cluster_name: "missive".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            ..openraft::Config::default()
+        };
+        Ok(NodeConfig {
+            id,
+            data_dir: data_dir.into(),
+            partitions: None,
+            secret,
+            advertise: None,
+            raft: Arc::new(raft.validate().map_err(|e| Error::Config(e.to_string()))?),
+            log: Options::default(),
+            write_timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+/// openraft over one partition's state machine.
+pub type PartitionRaft<SM> = Raft<TypeConfig, StateMachineStore<SM>>;
+
+/// One partition on this node.
+struct Partition<SM: StateMachine> {
+    /// Its Raft group member.
+    raft: PartitionRaft<SM>,
+    /// Its state machine, for reads.
+    sm: StateMachineStore<SM>,
+    /// Its directory.
+    dir: PathBuf,
+}
+
+type Closed = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The server task and how to stop it.
+struct ServerTask {
+    /// Sending (or dropping) it stops the server gracefully.
+    stop: oneshot::Sender<()>,
+    /// The server, awaited at shutdown so the listener is closed before the
+    /// partitions stop.
+    task: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+}
+
+struct Inner<SM: StateMachine> {
+    /// This node's id.
+    id: NodeId,
+    /// Where peers reach it.
+    addr: String,
+    /// The shared client of every peer.
+    peers: Peers,
+    /// The partitions, indexed by number.
+    partitions: Vec<Partition<SM>>,
+    /// How long a write looks for a leader.
+    write_timeout: Duration,
+    /// Names received snapshot files uniquely.
+    incoming: AtomicU64,
+    /// Resolve when each partition's log is closed. A std `Mutex`: only
+    /// taken to move the futures out, never held across an `.await`.
+    closed: Mutex<Vec<Closed>>,
+    /// The internal server, until shut down. A std `Mutex` for the same
+    /// reason.
+    server: Mutex<Option<ServerTask>>,
+}
+
+/// A cluster node; cheap to clone (clones share it).
+pub struct Node<SM: StateMachine> {
+    /// Shared by the clones and by the internal service (which holds one
+    /// until the server stops).
+    inner: Arc<Inner<SM>>,
+}
+
+impl<SM: StateMachine> Clone for Node<SM> {
+    fn clone(&self) -> Self {
+        Node {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<SM: StateMachine> fmt::Debug for Node<SM> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .field("addr", &self.inner.addr)
+            .field("partitions", &self.inner.partitions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<SM: StateMachine> Node<SM> {
+    /// Opens (creating if needed) the node in `config.data_dir`, each
+    /// partition's state machine from `state_machine(p)`, and serves the
+    /// internal service on `listener`.
+    pub async fn start(
+        config: NodeConfig,
+        listener: tokio::net::TcpListener,
+        mut state_machine: impl FnMut(u32) -> SM,
+    ) -> Result<Node<SM>> {
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::Transport(format!("listener address: {e}")))?;
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local.to_string());
+        let dir = config.data_dir.clone();
+        let meta = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || meta::open_or_create(&dir, config.id, config.partitions, DEFAULT_PARTITIONS)
+        })
+        .await
+        .map_err(|e| Error::Config(e.to_string()))??;
+        let peers = Peers::new(config.secret.clone());
+        let mut partitions = Vec::new();
+        let mut closed: Vec<Closed> = Vec::new();
+        for p in 0..meta.partitions {
+            let pdir = partition_dir(&dir, p);
+            reset_incoming(&pdir).await?;
+            let log = LogStore::open(&pdir, config.log.clone()).await?;
+            closed.push(Box::pin(log.closed()));
+            let sm = StateMachineStore::open(pdir.join(SNAPSHOT_DIR), state_machine(p)).await?;
+            let network = PartitionNetwork {
+                peers: peers.clone(),
+                partition: p,
+            };
+            let raft = Raft::new(config.id, config.raft.clone(), network, log, sm.clone())
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+            partitions.push(Partition {
+                raft,
+                sm,
+                dir: pdir,
+            });
+        }
+        let node = Node {
+            inner: Arc::new(Inner {
+                id: config.id,
+                addr,
+                peers,
+                partitions,
+                write_timeout: config.write_timeout,
+                incoming: AtomicU64::new(0),
+                closed: Mutex::new(closed),
+                server: Mutex::new(None),
+            }),
+        };
+        node.serve(listener, config.secret);
+        tracing::info!(id = config.id, addr = %node.inner.addr, partitions = meta.partitions, "node started");
+        Ok(node)
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener, secret: ClusterSecret) {
+        let service = RaftInternalServer::new(Service { node: self.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let service = InterceptedService::new(service, move |r| secret.check(r));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                // A dropped sender stops the server too.
+                let _ = stopped.await;
+            });
+        let task = tokio::spawn(server);
+        *self
+            .inner
+            .server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(ServerTask { stop, task });
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The address peers reach this node at.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// How many partitions the cluster has.
+    pub fn partitions(&self) -> u32 {
+        self.inner.partitions.len() as u32
+    }
+
+    fn partition(&self, p: u32) -> Result<&Partition<SM>> {
+        self.inner
+            .partitions
+            .get(p as usize)
+            .ok_or(Error::UnknownPartition {
+                partition: p,
+                partitions: self.partitions(),
+            })
+    }
+
+    /// The openraft instance of partition `p`.
+    pub fn raft(&self, p: u32) -> Result<&PartitionRaft<SM>> {
+        Ok(&self.partition(p)?.raft)
+    }
+
+    /// The state machine of partition `p` on this node, for reads.
+    pub fn state_machine(&self, p: u32) -> Result<&StateMachineStore<SM>> {
+        Ok(&self.partition(p)?.sm)
+    }
+
+    /// openraft's current metrics of partition `p`.
+    pub fn metrics(&self, p: u32) -> Result<RaftMetrics<TypeConfig>> {
+        Ok(self.raft(p)?.metrics().borrow_watched().clone())
+    }
+
+    /// Every partition as this node sees it.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node_id: self.inner.id,
+            partitions: self
+                .inner
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(p, part)| {
+                    PartitionStatus::from_metrics(p as u32, &part.raft.metrics().borrow_watched())
+                })
+                .collect(),
+        }
+    }
+
+    /// A fresh path to receive a snapshot of partition `p` into.
+    pub(crate) fn incoming_snapshot_path(&self, p: u32) -> Result<PathBuf> {
+        let n = self.inner.incoming.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .partition(p)?
+            .dir
+            .join(INCOMING_DIR)
+            .join(format!("{n}.snap")))
+    }
+
+    /// Stops serving, shuts every partition down and waits until their logs
+    /// are closed (so the directory can be reopened).
+    pub async fn shutdown(&self) -> Result<()> {
+        let server = self
+            .inner
+            .server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(ServerTask { stop, task }) = server {
+            let _ = stop.send(());
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "internal server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "internal server task failed"),
+            }
+        }
+        for p in &self.inner.partitions {
+            p.raft
+                .shutdown()
+                .await
+                .map_err(|e| Error::Raft(e.to_string()))?;
+        }
+        let closed = std::mem::take(
+            &mut *self
+                .inner
+                .closed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for c in closed {
+            // Bounded: openraft's tasks drop their readers once shut down.
+            if tokio::time::timeout(Duration::from_secs(10), c)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a partition log did not close within 10 s");
+            }
+        }
+        Ok(())
+    }
+
+    /// The members of partition `p`'s membership, with addresses.
+    fn members(&self, p: u32) -> Result<BTreeMap<NodeId, String>> {
+        let m = self.metrics(p)?;
+        Ok(m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect())
+    }
+}
+
+/// Where received snapshots are written, inside a partition directory.
+const INCOMING_DIR: &str = "incoming";
+
+/// The directory of partition `p` in a node's data directory.
+pub fn partition_dir(data: &Path, p: u32) -> PathBuf {
+    data.join(PARTITIONS_DIR).join(p.to_string())
+}
+
+/// Empties a partition's incoming directory: a transfer cut short by a crash
+/// leaves a partial file nobody will use.
+async fn reset_incoming(pdir: &Path) -> Result<()> {
+    let dir = pdir.join(INCOMING_DIR);
+    match tokio::fs::remove_dir_all(&dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", dir, e)),
+    }
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| Error::io("create", dir, e))
+}

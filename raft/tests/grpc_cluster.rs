@@ -1,0 +1,324 @@
+//! Three nodes in one process over the real gRPC transport on loopback,
+//! two partitions each: initialization spreads the leaders, a write through
+//! any node reaches its partition's leader and is answered, every node ends
+//! with the same state, and a call without the cluster secret is refused.
+//! A node added after the leaders purged their logs catches up by a
+//! streamed snapshot plus the log after it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use missive_proto::v1 as pb;
+use missive_proto::v1::raft_internal_client::RaftInternalClient;
+use missive_raft::kv::{self, Kv};
+use missive_raft::partition::partition_of;
+use missive_raft::{ClusterNode, ClusterSecret, Node, NodeConfig, NodeId};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, sleep};
+
+const PARTITIONS: u32 = 2;
+const SECRET: &str = "test-cluster-secret";
+
+fn config(id: NodeId, dir: &std::path::Path) -> NodeConfig {
+    let defaults = openraft::Config::default();
+    config_with(
+        id,
+        dir,
+        defaults.snapshot_policy,
+        defaults.max_in_snapshot_log_to_keep,
+    )
+}
+
+fn config_with(
+    id: NodeId,
+    dir: &std::path::Path,
+    snapshot_policy: openraft::SnapshotPolicy,
+    max_in_snapshot_log_to_keep: u64,
+) -> NodeConfig {
+    let mut c =
+        NodeConfig::new(id, dir, ClusterSecret::new(SECRET).expect("secret")).expect("config");
+    c.partitions = Some(PARTITIONS);
+    let raft = openraft::Config {
+        cluster_name: "grpc-cluster-test".into(),
+        heartbeat_interval: 50,
+        election_timeout_min: 200,
+        election_timeout_max: 400,
+        snapshot_policy,
+        max_in_snapshot_log_to_keep,
+        ..openraft::Config::default()
+    };
+    c.raft = Arc::new(raft.validate().expect("valid"));
+    c
+}
+
+async fn start_node(config: NodeConfig) -> ClusterNode<Kv> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    ClusterNode::start(config, listener, |_| Kv::default())
+        .await
+        .expect("start node")
+}
+
+async fn start_cluster(dir: &std::path::Path) -> Vec<ClusterNode<Kv>> {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node(config(id, &dir.join(id.to_string()))).await);
+    }
+    nodes
+}
+
+async fn initialize(nodes: &[ClusterNode<Kv>]) {
+    let members: BTreeMap<NodeId, Node> = nodes
+        .iter()
+        .map(|n| (n.id(), Node::new(n.addr())))
+        .collect();
+    nodes[0].initialize(members).await.expect("initialize");
+}
+
+/// Writes `key-{i}` for `i` in `range` through the nodes in turn.
+async fn write_keys(
+    nodes: &[ClusterNode<Kv>],
+    range: std::ops::Range<usize>,
+    expected: &mut BTreeMap<String, String>,
+) {
+    for i in range {
+        let key = format!("key-{i}");
+        let p = partition_of(key.as_bytes(), PARTITIONS);
+        let reply = nodes[i % nodes.len()]
+            .write(p, kv::set(&key, &format!("v{i}")))
+            .await
+            .expect("write");
+        assert_eq!(kv::previous(&reply), Ok(None));
+        expected.insert(key, format!("v{i}"));
+    }
+}
+
+/// Waits until `node` applied partition `p` up to `index`.
+async fn applied(node: &ClusterNode<Kv>, p: u32, index: Option<u64>) {
+    eventually("the node to apply everything", || {
+        node.metrics(p)
+            .expect("partition")
+            .last_applied
+            .map(|l| l.index)
+            >= index
+    })
+    .await;
+}
+
+/// The key-value pairs of every partition of `node`.
+fn state(node: &ClusterNode<Kv>) -> BTreeMap<String, String> {
+    let mut all = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let map = node
+            .state_machine(p)
+            .expect("partition")
+            .read(|kv| kv.map.clone());
+        for k in map.keys() {
+            assert_eq!(
+                partition_of(k.as_bytes(), PARTITIONS),
+                p,
+                "{k} in the wrong partition"
+            );
+        }
+        all.extend(map);
+    }
+    all
+}
+
+/// Waits (bounded) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_over_grpc_forward_writes_spread_leaders_and_converge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_cluster(dir.path()).await;
+    initialize(&nodes).await;
+
+    // Partition p is led by the member at position p % 3: nodes 1 and 2.
+    for p in 0..PARTITIONS {
+        let wanted = p as u64 + 1;
+        for n in &nodes {
+            eventually("every node to see the spread leader", || {
+                n.metrics(p).expect("partition").current_leader == Some(wanted)
+            })
+            .await;
+        }
+    }
+
+    // Writes through every node, to both partitions: each is answered with
+    // the state machine's reply, whichever node leads.
+    let mut expected = BTreeMap::new();
+    write_keys(&nodes, 0..60, &mut expected).await;
+    let again = nodes[2]
+        .write(
+            partition_of(b"key-0", PARTITIONS),
+            kv::set("key-0", "changed"),
+        )
+        .await
+        .expect("overwrite");
+    assert_eq!(kv::previous(&again), Ok(Some("v0".into())));
+    expected.insert("key-0".into(), "changed".into());
+
+    // Every node converges to the same state, partition by partition.
+    for p in 0..PARTITIONS {
+        let last = nodes[p as usize]
+            .metrics(p)
+            .expect("partition")
+            .last_log_index;
+        for n in &nodes {
+            applied(n, p, last).await;
+        }
+    }
+    let states: Vec<_> = nodes.iter().map(state).collect();
+    assert_eq!(states[0], expected);
+    assert_eq!(states[1], expected);
+    assert_eq!(states[2], expected);
+
+    // The status reports each leader's followers, caught up.
+    for p in 0..PARTITIONS {
+        let leader = &nodes[p as usize];
+        eventually("followers to be reported caught up", || {
+            let status = leader.status();
+            let s = &status.partitions[p as usize];
+            s.followers.len() == 2 && s.followers.iter().all(|f| f.lag == 0)
+        })
+        .await;
+    }
+
+    // A caller without the secret, or with a wrong one, is refused.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", nodes[0].addr()))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = RaftInternalClient::new(channel);
+    let forward = pb::ForwardRequest {
+        partition: 0,
+        command: Some(pb::Command {
+            body: kv::set("intruder", "x").body,
+            request_id: "intruder".into(),
+        }),
+        relayed: false,
+    };
+    let err = client
+        .forward(forward.clone())
+        .await
+        .expect_err("no secret");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(forward);
+    wrong.metadata_mut().insert(
+        missive_raft::SECRET_HEADER,
+        "not-the-secret".parse().expect("ascii"),
+    );
+    let err = client.forward(wrong).await.expect_err("wrong secret");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = client
+        .status(pb::StatusRequest {})
+        .await
+        .expect_err("no secret");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    for n in &nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_added_after_a_purge_catches_up_by_streamed_snapshot_and_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Snapshots only when asked; a purge keeps nothing of what they cover.
+    let cfg = |id: NodeId| {
+        config_with(
+            id,
+            &dir.path().join(id.to_string()),
+            openraft::SnapshotPolicy::Never,
+            0,
+        )
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node(cfg(id)).await);
+    }
+    initialize(&nodes).await;
+    let mut expected = BTreeMap::new();
+    write_keys(&nodes, 0..40, &mut expected).await;
+
+    // Every node snapshots and purges each partition: nobody has the log
+    // from the start any more, so a new node needs the snapshot.
+    for p in 0..PARTITIONS {
+        for n in &nodes {
+            let raft = n.raft(p).expect("partition");
+            let last = n
+                .metrics(p)
+                .expect("partition")
+                .last_applied
+                .expect("applied");
+            raft.trigger().snapshot().await.expect("snapshot");
+            let wait = Duration::from_secs(10);
+            let m = raft
+                .wait(Some(wait))
+                .metrics(
+                    |m| m.snapshot.map(|s| s.index) >= Some(last.index),
+                    "snapshot built",
+                )
+                .await
+                .expect("snapshot built");
+            let snapshot = m.snapshot.expect("a snapshot");
+            raft.trigger()
+                .purge_log(snapshot.index)
+                .await
+                .expect("purge");
+            raft.wait(Some(wait))
+                .metrics(
+                    |m| m.purged.map(|l| l.index) >= Some(snapshot.index),
+                    "purged",
+                )
+                .await
+                .expect("purged");
+        }
+    }
+    // And a log after the snapshot.
+    write_keys(&nodes, 40..60, &mut expected).await;
+
+    let new = start_node(cfg(4)).await;
+    nodes[0]
+        .add_node(4, new.addr())
+        .await
+        .expect("add node 4 to every partition");
+    for p in 0..PARTITIONS {
+        let leader = new
+            .metrics(p)
+            .expect("partition")
+            .current_leader
+            .expect("leader");
+        let last = nodes[leader as usize - 1]
+            .metrics(p)
+            .expect("partition")
+            .last_log_index;
+        applied(&new, p, last).await;
+        let m = new.metrics(p).expect("partition");
+        assert!(
+            m.snapshot.is_some(),
+            "partition {p} did not come by snapshot"
+        );
+        assert!(
+            m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == 4),
+            "node 4 is a voter of partition {p}"
+        );
+    }
+    assert_eq!(state(&new), expected);
+
+    new.shutdown().await.expect("shutdown");
+    for n in &nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
