@@ -52,6 +52,14 @@ pub(crate) struct PartitionLog {
     pending: Mutex<Pending>,
     /// Options the log was opened with; its clock stamps leader entries.
     opts: Options,
+    /// Why a write of overlay entries failed, once one has. Those entries
+    /// left the overlay and will never reach the log, so a read past the
+    /// log's end would come back silently short — and openraft, which may
+    /// already count them as committed (`committed ≤ flushed` need not
+    /// hold), would take a short apply stream as applied. Reads fail
+    /// instead, as the failed write itself does (found by the chaos test,
+    /// which fails a follower's fdatasync).
+    failed_write: Mutex<Option<String>>,
     /// Dropped after `log` (fields drop in declaration order), which tells
     /// the receivers the log is closed and its directory unlocked.
     closed: watch::Sender<()>,
@@ -82,6 +90,7 @@ impl PartitionLog {
             meta,
             pending: Mutex::new(Pending::new(last_timestamp)),
             opts,
+            failed_write: Mutex::new(None),
             closed: watch::Sender::new(()),
         })
     }
@@ -176,13 +185,36 @@ impl PartitionLog {
     pub fn write(&self, first: u64, last: u64) -> Result<()> {
         let result = self.write_inner(first, last);
         let mut pending = self.pending();
-        match result {
+        match &result {
             // Readable from the log now: the overlay copy can go.
             Ok(()) => pending.remove_through(last),
-            // They will never be durable: stop showing them to readers.
-            Err(_) => pending.remove_from(first),
+            // They will never be durable: stop showing them to readers,
+            // and make every later read fail rather than miss them.
+            Err(e) => {
+                pending.remove_from(first);
+                *self
+                    .failed_write
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            }
         }
         result
+    }
+
+    /// Fails once a write of overlay entries has failed (see
+    /// `failed_write`).
+    pub fn check_readable(&self) -> Result<()> {
+        let failed = self
+            .failed_write
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*failed {
+            None => Ok(()),
+            Some(cause) => Err(Error::Poisoned {
+                path: self.dir.join(LOG_DIR),
+                cause: cause.clone(),
+            }),
+        }
     }
 
     fn write_inner(&self, first: u64, last: u64) -> Result<()> {

@@ -57,6 +57,7 @@ pub(crate) async fn read(log: &Shared, from: u64, to: u64, max_bytes: usize) -> 
     if from >= to {
         return Ok(Vec::new());
     }
+    log.check_readable()?;
     let (pending_first, pending) = log.read_pending(from, to);
     let log_to = pending_first.map_or(to, |p| p.min(to));
     if from >= log_to {

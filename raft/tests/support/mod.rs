@@ -6,6 +6,8 @@
 
 pub use missive_raft::kv;
 
+pub mod sim_net;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
