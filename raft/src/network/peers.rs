@@ -37,6 +37,13 @@ use crate::types::{Node, NodeId, TypeConfig, Vote};
 /// How long opening a connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Which of Raft's two ballots a vote request is.
+#[derive(Clone, Copy, Debug)]
+enum Ballot {
+    Vote,
+    PreVote,
+}
+
 /// The shared client of every peer; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Peers {
@@ -101,6 +108,30 @@ impl Peers {
         r.set_timeout(timeout);
         self.inner.secret.attach(&mut r);
         r
+    }
+
+    /// Sends a vote or pre-vote request: the two differ only in the RPC.
+    async fn ballot(
+        &self,
+        target: NodeId,
+        partition: u32,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+        kind: Ballot,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut client = self.client(target).map_err(|s| rpc_error(target, s))?;
+        let ttl = option.hard_ttl();
+        let req = self.request(conv::vote_request_to_pb(partition, &rpc), ttl);
+        let call = async {
+            match kind {
+                Ballot::Vote => client.vote(req).await,
+                Ballot::PreVote => client.pre_vote(req).await,
+            }
+        };
+        let resp = deadline(ttl, call)
+            .await
+            .map_err(|s| rpc_error(target, s))?;
+        conv::vote_response_from_pb(&resp).map_err(|e| malformed_reply(target, e))
     }
 
     /// Sends a client write to node `leader`, which must lead `partition`.
@@ -221,13 +252,8 @@ impl GroupRouter<TypeConfig, u32> for Peers {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut client = self.client(target).map_err(|s| rpc_error(target, s))?;
-        let ttl = option.hard_ttl();
-        let req = self.request(conv::vote_request_to_pb(partition, &rpc), ttl);
-        let resp = deadline(ttl, client.vote(req))
+        self.ballot(target, partition, rpc, option, Ballot::Vote)
             .await
-            .map_err(|s| rpc_error(target, s))?;
-        conv::vote_response_from_pb(&resp).map_err(|e| malformed_reply(target, e))
     }
 
     async fn pre_vote(
@@ -237,13 +263,8 @@ impl GroupRouter<TypeConfig, u32> for Peers {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut client = self.client(target).map_err(|s| rpc_error(target, s))?;
-        let ttl = option.hard_ttl();
-        let req = self.request(conv::vote_request_to_pb(partition, &rpc), ttl);
-        let resp = deadline(ttl, client.pre_vote(req))
+        self.ballot(target, partition, rpc, option, Ballot::PreVote)
             .await
-            .map_err(|s| rpc_error(target, s))?;
-        conv::vote_response_from_pb(&resp).map_err(|e| malformed_reply(target, e))
     }
 
     /// Streams the snapshot file. The deadline grows with its size: one
