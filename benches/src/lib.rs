@@ -2,7 +2,8 @@
 //! side by side with the physical limits of the machine and with peers, in
 //! one run. Measurements live here, never in timed tests.
 //!
-//! This library holds what the programs share: summary statistics.
+//! This library holds what the programs share: summary statistics and the
+//! filesystem a benchmark runs on.
 
 /// Median, p50 and p99 of a set of samples.
 pub mod stats {
@@ -17,9 +18,22 @@ pub mod stats {
         Some(samples[rank])
     }
 
+    /// The median of `field` over `runs`; NaN for no runs.
+    pub fn median_of<T>(runs: &[T], field: impl Fn(&T) -> f64) -> f64 {
+        let mut values: Vec<f64> = runs.iter().map(field).collect();
+        quantile(&mut values, 0.5).unwrap_or(f64::NAN)
+    }
+
     #[cfg(test)]
     mod tests {
-        use super::quantile;
+        use super::{median_of, quantile};
+
+        #[test]
+        fn median_of_a_field() {
+            let runs = [(1, 3.0), (2, 1.0), (3, 2.0)];
+            assert_eq!(median_of(&runs, |r| r.1), 2.0);
+            assert!(median_of(&[] as &[(u8, f64)], |r| r.1).is_nan());
+        }
 
         #[test]
         fn quantiles_of_a_known_set() {
@@ -28,5 +42,34 @@ pub mod stats {
             assert_eq!(quantile(&mut s, 0.99), Some(100.0));
             assert_eq!(quantile(&mut [], 0.5), None);
         }
+    }
+}
+
+/// Where a benchmark's files live.
+pub mod filesystem {
+    use std::fs;
+    use std::path::Path;
+
+    /// The type and device of the filesystem holding `path` (`ext4 on
+    /// /dev/vda`), from /proc/self/mounts: the mount point that is its
+    /// longest prefix. "unknown" when that cannot be read. fdatasync costs
+    /// nothing on tmpfs, so every durability figure is printed with it.
+    pub fn filesystem_of(path: &Path) -> String {
+        let (Ok(path), Ok(mounts)) = (path.canonicalize(), fs::read_to_string("/proc/self/mounts"))
+        else {
+            return "unknown".to_owned();
+        };
+        mounts
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                Some((fields.next()?, fields.next()?, fields.next()?))
+            })
+            .filter(|(_, mount_point, _)| path.starts_with(mount_point))
+            .max_by_key(|(_, mount_point, _)| mount_point.len())
+            .map_or_else(
+                || "unknown".to_owned(),
+                |(device, _, kind)| format!("{kind} on {device}"),
+            )
     }
 }
