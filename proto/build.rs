@@ -14,7 +14,12 @@ use std::path::PathBuf;
 const PROTO_ROOT: &str = "proto";
 
 /// Every file of the schema. A new file is added here and under `PROTO_ROOT`.
-const PROTO_FILES: &[&str] = &["missive/v1/log.proto", "missive/v1/raft.proto"];
+const PROTO_FILES: &[&str] = &[
+    "missive/v1/log.proto",
+    "missive/v1/raft.proto",
+    "missive/v1/chat.proto",
+    "missive/v1/projection.proto",
+];
 
 /// The file `lib.rs` includes as `FILE_DESCRIPTOR_SET`.
 const DESCRIPTOR_SET_FILE: &str = "missive_descriptor.bin";

@@ -4,16 +4,19 @@
 //! - `node`: runs a cluster node (internal gRPC service, P partitions).
 //! - `cluster`: init, add-node, remove-node, status against a running node.
 //! - `kv`: writes through any node, and a stopped node's committed writes.
-//!
-//! The gateway subcommands join as those parts land.
+//! - `serve`: the embedded default, a one-node chat cluster on loopback.
+//! - `token`: mints development JWTs.
 
 mod cluster_cmd;
+mod jwt_arg;
 mod kv_cmd;
 mod log_cmd;
 mod node_client;
 mod node_cmd;
 mod secret_arg;
+mod serve_cmd;
 mod time_fmt;
+mod token_cmd;
 
 use std::process::ExitCode;
 
@@ -40,6 +43,11 @@ enum Command {
     /// The key-value state machine: put through a node, dump a stopped one.
     #[command(subcommand)]
     Kv(kv_cmd::KvCommand),
+    /// Runs missive on this machine: a one-node cluster serving ChatService
+    /// on loopback.
+    Serve(serve_cmd::ServeArgs),
+    /// Mints a development token (JWT).
+    Token(token_cmd::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +57,8 @@ fn main() -> ExitCode {
         Command::Node(args) => node_cmd::run(args),
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
         Command::Kv(cmd) => kv_cmd::run(cmd),
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::Token(args) => token_cmd::run(args),
     };
     match result {
         Ok(code) => code,

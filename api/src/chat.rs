@@ -1,0 +1,230 @@
+//! [`Chat`]: a cluster node running the chat state machine, with the hub,
+//! the stores for reads, presence tracking and rate limits — everything
+//! `ChatService` needs.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use missive_proto::v1 as pb;
+use missive_proto::v1::chat_command::Op;
+use missive_raft::node::partition_dir;
+use missive_raft::{ClusterNode, Command, NodeConfig};
+use prost::Message;
+use tokio::net::TcpListener;
+
+use crate::apply::ChatStateMachine;
+use crate::auth::{Auth, Caller};
+use crate::error::{Error, Rejected};
+use crate::hub::Hub;
+use crate::ids;
+use crate::ratelimit::RateLimiter;
+use crate::store::{Store, StoreError};
+
+/// The projection store's file inside a partition directory.
+pub const PROJECTIONS_FILE: &str = "projections.redb";
+
+/// The device presence transitions made by the node itself are attributed
+/// to (the user's own last device is gone by then).
+const NODE_DEVICE: &str = "node";
+
+struct Inner {
+    /// The cluster member.
+    node: ClusterNode<ChatStateMachine>,
+    /// Live subscriptions.
+    hub: Arc<Hub>,
+    /// Each partition's projections, for reads.
+    stores: Vec<Arc<Store>>,
+    /// Verifies callers.
+    auth: Auth,
+    /// Per-user write rates.
+    limiter: RateLimiter,
+}
+
+/// A chat node; cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Chat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chat")
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chat {
+    /// Starts the node (its internal service on `internal`) with the chat
+    /// state machine in every partition.
+    pub async fn start(
+        config: NodeConfig,
+        auth: Auth,
+        internal: TcpListener,
+    ) -> Result<Chat, Error> {
+        let hub = Arc::new(Hub::default());
+        let data = config.data_dir.clone();
+        let node = ClusterNode::start(config, internal, {
+            let hub = hub.clone();
+            move |p| {
+                ChatStateMachine::new(
+                    p,
+                    partition_dir(&data, p).join(PROJECTIONS_FILE),
+                    hub.clone(),
+                )
+            }
+        })
+        .await
+        .map_err(Error::from_raft)?;
+        let mut stores = Vec::new();
+        for p in 0..node.partitions() {
+            let sm = node.state_machine(p).map_err(Error::from_raft)?;
+            stores.push(sm.read(|sm| sm.store())?);
+        }
+        hub.set_stores(stores.clone());
+        let chat = Chat {
+            inner: Arc::new(Inner {
+                node,
+                hub,
+                stores,
+                auth,
+                limiter: RateLimiter::default(),
+            }),
+        };
+        tokio::spawn(presence_offline(chat.clone()));
+        Ok(chat)
+    }
+
+    /// The cluster node.
+    pub fn node(&self) -> &ClusterNode<ChatStateMachine> {
+        &self.inner.node
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+
+    /// Each partition's store.
+    pub fn stores(&self) -> &[Arc<Store>] {
+        &self.inner.stores
+    }
+
+    /// The store of the partition `key` (a conversation or user id) lives in.
+    pub fn store_of(&self, key: &str) -> Arc<Store> {
+        self.inner.stores[self.partition_of(key) as usize].clone()
+    }
+
+    pub fn partition_of(&self, key: &str) -> u32 {
+        ids::partition(key, self.inner.node.partitions())
+    }
+
+    /// Takes one write token of `user`; `RESOURCE_EXHAUSTED` if none is left.
+    pub fn rate_limit(&self, user: &str) -> Result<(), Rejected> {
+        if self.inner.limiter.allow(user) {
+            Ok(())
+        } else {
+            Err(Rejected::exhausted(format!(
+                "too many writes from {user}; slow down"
+            )))
+        }
+    }
+
+    /// Proposes `op` as `caller` to the partition of `key` and returns the
+    /// reply; a rejection becomes `Err(Error::Rejected)`.
+    pub async fn propose(
+        &self,
+        key: &str,
+        caller: &Caller,
+        op: Op,
+    ) -> Result<pb::ChatReply, Error> {
+        let cmd = pb::ChatCommand {
+            actor: caller.user.clone(),
+            device: caller.device.clone(),
+            op: Some(op),
+        };
+        let reply = self
+            .inner
+            .node
+            .write(
+                self.partition_of(key),
+                Command {
+                    body: cmd.encode_to_vec(),
+                    request_id: String::new(),
+                },
+            )
+            .await
+            .map_err(Error::from_raft)?;
+        let reply = pb::ChatReply::decode(reply.body.as_slice())?;
+        match &reply.rejection {
+            Some(r) => Err(Rejected::from_pb(r).into()),
+            None => Ok(reply),
+        }
+    }
+
+    /// Runs a read on the blocking pool (redb reads are blocking I/O).
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Chat) -> Result<R, Error> + Send + 'static,
+    ) -> Result<R, Error> {
+        let chat = self.clone();
+        tokio::task::spawn_blocking(move || f(&chat))
+            .await
+            .map_err(|e| Error::Store(StoreError::Io(std::io::Error::other(e.to_string()))))?
+    }
+
+    /// Records `user` online (its first subscription on this node).
+    pub async fn went_online(&self, caller: &Caller) {
+        let op = Op::Presence(pb::SetPresence { online: true });
+        if let Err(e) = self.propose(&caller.user, caller, op).await {
+            tracing::warn!(user = %caller.user, error = %e, "recording presence online");
+        }
+    }
+
+    /// Serves `ChatService` (with health and reflection) on `listener` until
+    /// `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        crate::service::router(self.clone())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+            .await
+    }
+
+    /// Stops the node: partitions shut down, stores made durable.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.inner.node.shutdown().await.map_err(Error::from_raft)?;
+        for s in &self.inner.stores {
+            s.sync()?;
+        }
+        Ok(())
+    }
+}
+
+/// Records users offline whose last subscription on this node ended.
+async fn presence_offline(chat: Chat) {
+    loop {
+        for user in chat.hub().went_offline_users().await {
+            offline(&chat, user).await;
+        }
+    }
+}
+
+async fn offline(chat: &Chat, user: String) {
+    let caller = Caller {
+        user: user.clone(),
+        device: NODE_DEVICE.to_owned(),
+    };
+    let op = Op::Presence(pb::SetPresence { online: false });
+    if let Err(e) = chat.propose(&user, &caller, op).await {
+        tracing::warn!(%user, error = %e, "recording presence offline");
+    }
+}

@@ -1,0 +1,324 @@
+//! Reads of one partition's projections: what the service answers from and
+//! what subscriptions replay. Each function takes a consistent view (one
+//! read transaction) of one store.
+
+use missive_proto::v1 as pb;
+use missive_raft::AppliedState;
+use redb::{ReadOnlyTable, ReadTransaction};
+
+use crate::limits::MAX_UNREAD_COUNT;
+use crate::store::{self, Store, StoreError, keys};
+
+type T = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+fn table(txn: &ReadTransaction, t: store::Table) -> Result<T, StoreError> {
+    Ok(txn.open_table(t)?)
+}
+
+/// The log index the store has applied up to (0 before anything).
+pub fn applied_index(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    let meta = table(txn, store::META)?;
+    let Some(bytes) = meta.get(store::APPLIED_KEY)? else {
+        return Ok(0);
+    };
+    let state = AppliedState::decode(bytes.value())
+        .map_err(|e| StoreError::BadSnapshot(format!("stored applied state: {e}")))?;
+    Ok(state.last_applied.map_or(0, |id| id.index))
+}
+
+/// The history epoch (see `crate::token`): 0 unless a restore set one.
+pub fn epoch(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    let meta = table(txn, store::META)?;
+    Ok(meta
+        .get(store::EPOCH_KEY)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0))
+}
+
+/// The conversations of `user` in this store, with the seq that removed the
+/// user from each (0 while a member).
+pub fn user_conversations(s: &Store, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    user_conversations_in(&s.read()?, user)
+}
+
+/// [`user_conversations`] in a given view.
+pub fn user_conversations_in(
+    txn: &ReadTransaction,
+    user: &str,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let t = table(txn, store::USER_CONVERSATIONS)?;
+    let prefix = keys::prefix(user);
+    let end = keys::prefix_end(&prefix);
+    let mut out = Vec::new();
+    for row in t.range(prefix.as_slice()..end.as_slice())? {
+        let (k, v) = row?;
+        let conv = String::from_utf8_lossy(keys::last_part(k.value())).into_owned();
+        let left = v.value().try_into().map(u64::from_be_bytes).unwrap_or(0);
+        out.push((conv, left));
+    }
+    Ok(out)
+}
+
+pub fn conversation_record(
+    txn: &ReadTransaction,
+    conv: &str,
+) -> Result<Option<pb::ConversationRecord>, StoreError> {
+    store::get(
+        &table(txn, store::CONVERSATIONS)?,
+        "conversations",
+        conv.as_bytes(),
+    )
+}
+
+pub fn member(
+    txn: &ReadTransaction,
+    conv: &str,
+    user: &str,
+) -> Result<Option<pb::MemberRecord>, StoreError> {
+    store::get(
+        &table(txn, store::MEMBERS)?,
+        "members",
+        &keys::pair(conv, user),
+    )
+}
+
+/// Every member now in `conv`, with its record, in user order.
+pub fn members(
+    txn: &ReadTransaction,
+    conv: &str,
+) -> Result<Vec<(String, pb::MemberRecord)>, StoreError> {
+    let t = table(txn, store::MEMBERS)?;
+    let prefix = keys::prefix(conv);
+    let end = keys::prefix_end(&prefix);
+    let mut out = Vec::new();
+    for row in t.range(prefix.as_slice()..end.as_slice())? {
+        let (k, v) = row?;
+        let m: pb::MemberRecord = store::decode("members", k.value(), v.value())?;
+        if m.left_seq == 0 {
+            out.push((
+                String::from_utf8_lossy(keys::last_part(k.value())).into_owned(),
+                m,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The conversation as clients see it.
+pub fn conversation(
+    txn: &ReadTransaction,
+    conv: &str,
+) -> Result<Option<pb::Conversation>, StoreError> {
+    let Some(head) = conversation_record(txn, conv)? else {
+        return Ok(None);
+    };
+    Ok(Some(pb::Conversation {
+        conversation_id: conv.to_owned(),
+        kind: head.kind,
+        name: head.name,
+        members: members(txn, conv)?
+            .into_iter()
+            .map(|(user, m)| pb::Member { user, role: m.role })
+            .collect(),
+        created_ms: head.created_ms,
+        last_seq: head.last_seq,
+    }))
+}
+
+pub fn message(
+    txn: &ReadTransaction,
+    conv: &str,
+    seq: u64,
+) -> Result<Option<pb::Message>, StoreError> {
+    let r: Option<pb::MessageRecord> = store::get(
+        &table(txn, store::MESSAGES)?,
+        "messages",
+        &keys::seq(conv, seq),
+    )?;
+    Ok(r.and_then(|r| r.message))
+}
+
+/// A page of history: messages with seq < `before` newest first, or, when
+/// `after` is set, seq > `after` oldest first; and whether more lie beyond.
+pub fn history(
+    txn: &ReadTransaction,
+    conv: &str,
+    before: u64,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<pb::Message>, bool), StoreError> {
+    let t = table(txn, store::MESSAGES)?;
+    let prefix = keys::prefix(conv);
+    let (from, to) = if after > 0 {
+        (
+            keys::seq(conv, after.saturating_add(1)),
+            keys::prefix_end(&prefix),
+        )
+    } else if before == 0 {
+        (prefix.clone(), keys::prefix_end(&prefix))
+    } else {
+        (prefix.clone(), keys::seq(conv, before))
+    };
+    let range = t.range(from.as_slice()..to.as_slice())?;
+    // Oldest first after a seq, newest first otherwise; one past the page
+    // tells whether there is more.
+    let rows: Box<dyn Iterator<Item = _>> = if after > 0 {
+        Box::new(range)
+    } else {
+        Box::new(range.rev())
+    };
+    let mut out = Vec::with_capacity(limit);
+    let mut more = false;
+    for row in rows {
+        let (k, v) = row?;
+        if out.len() == limit {
+            more = true;
+            break;
+        }
+        let r: pb::MessageRecord = store::decode("messages", k.value(), v.value())?;
+        out.extend(r.message);
+    }
+    Ok((out, more))
+}
+
+/// Messages after `read_up_to` not sent by `user`, up to [`MAX_UNREAD_COUNT`].
+pub fn unread(
+    txn: &ReadTransaction,
+    conv: &str,
+    user: &str,
+    read_up_to: u64,
+) -> Result<u64, StoreError> {
+    let t = table(txn, store::MESSAGES)?;
+    let from = keys::seq(conv, read_up_to.saturating_add(1));
+    let end = keys::prefix_end(&keys::prefix(conv));
+    let mut n = 0;
+    for row in t.range(from.as_slice()..end.as_slice())? {
+        let (k, v) = row?;
+        let r: pb::MessageRecord = store::decode("messages", k.value(), v.value())?;
+        if r.message.is_some_and(|m| !m.deleted && m.sender != user) {
+            n += 1;
+            if n >= MAX_UNREAD_COUNT {
+                break;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// `user`'s inbox entries from this store (unsorted).
+pub fn inbox(s: &Store, user: &str) -> Result<Vec<pb::InboxEntry>, StoreError> {
+    let txn = s.read()?;
+    let mut out = Vec::new();
+    for (conv, left) in user_conversations_in(&txn, user)? {
+        if left != 0 {
+            continue;
+        }
+        let (Some(head), Some(me)) = (
+            conversation_record(&txn, &conv)?,
+            member(&txn, &conv, user)?,
+        ) else {
+            continue;
+        };
+        let last_message = match head.last_message_seq {
+            0 => None,
+            seq => message(&txn, &conv, seq)?,
+        };
+        out.push(pb::InboxEntry {
+            conversation: conversation(&txn, &conv)?,
+            last_message,
+            unread: unread(&txn, &conv, user, me.read_up_to)?,
+            delivered_up_to: me.delivered_up_to,
+            read_up_to: me.read_up_to,
+            last_activity_ms: head.last_activity_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// Each member's delivered and read state of message `seq`.
+pub fn message_status(
+    txn: &ReadTransaction,
+    conv: &str,
+    seq: u64,
+    sender: &str,
+) -> Result<pb::MessageStatusResponse, StoreError> {
+    let mut resp = pb::MessageStatusResponse {
+        delivered_to_all: true,
+        read_by_all: true,
+        ..Default::default()
+    };
+    for (user, m) in members(txn, conv)? {
+        if user == sender {
+            continue;
+        }
+        let delivered = m.delivered_up_to >= seq;
+        let read = m.read_up_to >= seq;
+        resp.delivered_to_all &= delivered;
+        resp.read_by_all &= read;
+        resp.members.push(pb::MemberStatus {
+            user,
+            delivered,
+            read,
+            delivered_up_to: m.delivered_up_to,
+            read_up_to: m.read_up_to,
+        });
+    }
+    Ok(resp)
+}
+
+pub fn presence(s: &Store, user: &str) -> Result<pb::PresenceChanged, StoreError> {
+    let txn = s.read()?;
+    let r: Option<pb::PresenceRecord> =
+        store::get(&table(&txn, store::PRESENCE)?, "presence", user.as_bytes())?;
+    let r = r.unwrap_or_default();
+    Ok(pb::PresenceChanged {
+        user: user.to_owned(),
+        online: r.online,
+        last_seen_ms: r.last_seen_ms,
+    })
+}
+
+/// The first seq of `conv` (1..=last_seq) whose event was committed after
+/// `index`; `last_seq + 1` if none. Seqs and indexes grow together in a
+/// conversation, so a binary search over point reads finds it.
+pub fn first_seq_after(
+    txn: &ReadTransaction,
+    conv: &str,
+    last_seq: u64,
+    index: u64,
+) -> Result<u64, StoreError> {
+    let t = table(txn, store::EVENTS)?;
+    let (mut lo, mut hi) = (1u64, last_seq + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let e: Option<pb::StoredEvent> = store::get(&t, "events", &keys::seq(conv, mid))?;
+        if e.is_some_and(|e| e.index > index) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
+}
+
+/// The stored events of `conv` with seq in `from..=to`, at most `limit`.
+pub fn events(
+    txn: &ReadTransaction,
+    conv: &str,
+    from: u64,
+    to: u64,
+    limit: usize,
+) -> Result<Vec<pb::StoredEvent>, StoreError> {
+    let t = table(txn, store::EVENTS)?;
+    let mut out = Vec::new();
+    if from > to {
+        return Ok(out);
+    }
+    let a = keys::seq(conv, from);
+    let b = keys::seq(conv, to);
+    for row in t.range(a.as_slice()..=b.as_slice())?.take(limit) {
+        let (k, v) = row?;
+        out.push(store::decode("events", k.value(), v.value())?);
+    }
+    Ok(out)
+}

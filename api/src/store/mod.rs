@@ -1,0 +1,340 @@
+//! The projection store: one redb database per partition, behind the narrow
+//! surface the chat state machine and the queries use.
+//!
+//! Every table maps bytes to bytes: keys are built in [`keys`], values are
+//! `missive.v1` projection records (`projection.proto`). Why redb and not
+//! sled is in docs/projection-store.md.
+//!
+//! # Durability
+//!
+//! The partition's log is durable before anything is applied, so a
+//! projection commit need not be: applies commit with redb's
+//! `Durability::None` and one commit in a while is made durable (see
+//! [`Store::commit`]). After a crash redb opens at its last durable commit,
+//! whose `applied` state says where it stands, and Raft applies the log
+//! again from there. The state and its position are always in one
+//! transaction, so they never disagree.
+//!
+//! # Snapshots
+//!
+//! [`Store::write_snapshot`] streams every table of a read transaction (a
+//! consistent view) as `table, key, value` records; [`Store::install`]
+//! replaces the whole store from such a stream in bounded chunks.
+
+pub mod keys;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+/// A projection table: bytes to bytes.
+pub type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// Where the store stands: the encoded `AppliedState` of missive-raft.
+pub const META: Table = TableDefinition::new("meta");
+/// conversation id → `ConversationRecord`.
+pub const CONVERSATIONS: Table = TableDefinition::new("conversations");
+/// (conversation, user) → `MemberRecord`.
+pub const MEMBERS: Table = TableDefinition::new("members");
+/// (user, conversation) → the seq that removed the user, 8 bytes big-endian
+/// (0 while a member): a user's conversations, for inbox and subscriptions.
+pub const USER_CONVERSATIONS: Table = TableDefinition::new("user_conversations");
+/// (conversation, seq) → `MessageRecord`.
+pub const MESSAGES: Table = TableDefinition::new("messages");
+/// (conversation, seq) → `StoredEvent`: what subscriptions replay.
+pub const EVENTS: Table = TableDefinition::new("events");
+/// (conversation, sender, client_msg_id) → `SentRecord`.
+pub const SENT: Table = TableDefinition::new("sent");
+/// user → `PresenceRecord`.
+pub const PRESENCE: Table = TableDefinition::new("presence");
+/// (user, device) → `DeviceKeysRecord`.
+pub const DEVICE_KEYS: Table = TableDefinition::new("device_keys");
+/// (user, device, key id) → one-time public key.
+pub const ONE_TIME_KEYS: Table = TableDefinition::new("one_time_keys");
+/// (user, device) → `PushTargetRecord`.
+pub const PUSH_TARGETS: Table = TableDefinition::new("push_targets");
+
+/// Every table, in the order snapshots and dumps list them. The position is
+/// the table's number in a snapshot: append only.
+pub const TABLES: [Table; 11] = [
+    META,
+    CONVERSATIONS,
+    MEMBERS,
+    USER_CONVERSATIONS,
+    MESSAGES,
+    EVENTS,
+    SENT,
+    PRESENCE,
+    DEVICE_KEYS,
+    ONE_TIME_KEYS,
+    PUSH_TARGETS,
+];
+
+/// The key of the applied state in [`META`].
+pub const APPLIED_KEY: &[u8] = b"applied";
+/// The key of the history epoch in [`META`] (8 bytes big-endian; absent
+/// means 0). A restore sets a new one so clients resync.
+pub const EPOCH_KEY: &[u8] = b"epoch";
+
+/// The longest an applied batch stays non-durable: bounds how much of the
+/// log a restart applies again.
+pub const DURABLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Rows an install commits at once, so installing a large snapshot never
+/// holds it whole in a transaction's memory.
+const INSTALL_CHUNK_ROWS: usize = 8192;
+
+/// Snapshot stream magic and version.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"MSVPRJ01";
+/// Ends a snapshot stream (no table has this number).
+const END_OF_SNAPSHOT: u8 = 0xff;
+/// Keys and values in a snapshot are at most this long; anything longer is
+/// a damaged stream, not a row.
+const MAX_SNAPSHOT_FIELD: usize = 64 << 20;
+
+/// A store failure. Any of them stops the partition's apply: a state machine
+/// that cannot store a committed entry cannot go on without diverging.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("projection store: {0}")]
+    Db(#[from] redb::Error),
+    #[error("projection store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("projection row {table}/{key:?} does not decode: {source}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        source: prost::DecodeError,
+    },
+    #[error("snapshot stream is damaged: {0}")]
+    BadSnapshot(String),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// One row of a [`Store::dump`]: table number, key, value.
+pub type Row = (u8, Vec<u8>, Vec<u8>);
+
+/// One partition's projections.
+#[derive(Debug)]
+pub struct Store {
+    /// The redb database.
+    db: Database,
+    /// When the last durable commit was made. A std `Mutex`: only the apply
+    /// path takes it, briefly, never across an `.await`.
+    last_durable: Mutex<Instant>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`, with every table.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        for t in TABLES {
+            txn.open_table(t)?;
+        }
+        txn.commit()?;
+        Ok(Store {
+            db,
+            last_durable: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// A read transaction: a consistent view.
+    pub fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// A write transaction that [`Store::commit`] commits.
+    pub fn write(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        // The log is the durable copy (see the module docs); `commit` makes
+        // one commit in a while durable.
+        txn.set_durability(Durability::None)?;
+        Ok(txn)
+    }
+
+    /// Commits `txn`, durably if the last durable commit is older than
+    /// [`DURABLE_EVERY`].
+    pub fn commit(&self, mut txn: WriteTransaction) -> Result<(), StoreError> {
+        let mut last = self
+            .last_durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.elapsed() >= DURABLE_EVERY {
+            txn.set_durability(Durability::Immediate)?;
+            txn.commit()?;
+            *last = Instant::now();
+        } else {
+            txn.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable (at shutdown, after an
+    /// install).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The stored applied state bytes, if any.
+    pub fn applied_bytes(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(META)?;
+        Ok(t.get(APPLIED_KEY)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes every row of `txn` to `out` (the snapshot stream).
+    pub fn write_snapshot(txn: &ReadTransaction, out: &mut dyn Write) -> Result<(), StoreError> {
+        out.write_all(SNAPSHOT_MAGIC)?;
+        for (n, table) in TABLES.iter().enumerate() {
+            let t = txn.open_table(*table)?;
+            for row in t.iter()? {
+                let (k, v) = row?;
+                out.write_all(&[n as u8])?;
+                for field in [k.value(), v.value()] {
+                    out.write_all(&(field.len() as u32).to_le_bytes())?;
+                    out.write_all(field)?;
+                }
+            }
+        }
+        out.write_all(&[END_OF_SNAPSHOT])?;
+        Ok(())
+    }
+
+    /// Replaces every table with the rows of a snapshot stream, then stores
+    /// `applied` (the snapshot's position) and makes it durable.
+    ///
+    /// Rows are committed in chunks to bound memory. A crash in the middle
+    /// leaves a mix under the *old* applied state; missive-raft then finds the
+    /// current snapshot newer than the store and installs it again, which
+    /// starts by clearing everything.
+    pub fn install(&self, data: &mut dyn Read, applied: &[u8]) -> Result<(), StoreError> {
+        let mut magic = [0u8; 8];
+        data.read_exact(&mut magic)?;
+        if &magic != SNAPSHOT_MAGIC {
+            return Err(StoreError::BadSnapshot("not a projection snapshot".into()));
+        }
+        let txn = self.write()?;
+        for t in TABLES {
+            txn.delete_table(t)?;
+            txn.open_table(t)?;
+        }
+        let mut txn = Some(txn);
+        let mut rows = 0usize;
+        loop {
+            let mut tag = [0u8; 1];
+            data.read_exact(&mut tag)?;
+            if tag[0] == END_OF_SNAPSHOT {
+                break;
+            }
+            let table = *TABLES
+                .get(tag[0] as usize)
+                .ok_or_else(|| StoreError::BadSnapshot(format!("unknown table {}", tag[0])))?;
+            let key = read_field(data)?;
+            let value = read_field(data)?;
+            if tag[0] == 0 && key == APPLIED_KEY {
+                // The snapshot's own position is written last, below.
+                continue;
+            }
+            let w = match txn.as_ref() {
+                Some(w) => w,
+                None => txn.insert(self.write()?),
+            };
+            w.open_table(table)?
+                .insert(key.as_slice(), value.as_slice())?;
+            rows += 1;
+            if rows.is_multiple_of(INSTALL_CHUNK_ROWS)
+                && let Some(w) = txn.take()
+            {
+                w.commit()?;
+            }
+        }
+        let w = match txn.take() {
+            Some(w) => w,
+            None => self.write()?,
+        };
+        w.open_table(META)?.insert(APPLIED_KEY, applied)?;
+        w.commit()?;
+        self.sync()
+    }
+
+    /// Every row of every table, in order: two stores hold the same
+    /// projections exactly when their dumps are equal.
+    pub fn dump(&self) -> Result<Vec<Row>, StoreError> {
+        let txn = self.read()?;
+        let mut rows = Vec::new();
+        for (n, table) in TABLES.iter().enumerate() {
+            let t = txn.open_table(*table)?;
+            for row in t.iter()? {
+                let (k, v) = row?;
+                rows.push((n as u8, k.value().to_vec(), v.value().to_vec()));
+            }
+        }
+        Ok(rows)
+    }
+}
+
+fn read_field(data: &mut dyn Read) -> Result<Vec<u8>, StoreError> {
+    let mut len = [0u8; 4];
+    data.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_SNAPSHOT_FIELD {
+        return Err(StoreError::BadSnapshot(format!("a {len}-byte field")));
+    }
+    let mut v = vec![0u8; len];
+    data.read_exact(&mut v)?;
+    Ok(v)
+}
+
+/// Decodes the record at `key` of `table`, if present.
+pub fn get<M: prost::Message + Default>(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    name: &'static str,
+    key: &[u8],
+) -> Result<Option<M>, StoreError> {
+    match t.get(key)? {
+        None => Ok(None),
+        Some(v) => decode(name, key, v.value()).map(Some),
+    }
+}
+
+/// Decodes a record read from `name` at `key`.
+pub fn decode<M: prost::Message + Default>(
+    name: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|source| StoreError::Corrupt {
+        table: name,
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
