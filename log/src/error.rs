@@ -26,6 +26,9 @@ pub enum CorruptionKind {
     /// A format version this code does not know.
     #[error("unsupported format version {0}")]
     UnsupportedVersion(u16),
+    /// A segment header sets a flag this code does not know.
+    #[error("segment header sets unknown flags {0:#06x}")]
+    UnknownSegmentFlags(u16),
     /// The segment's first index does not match its file name.
     #[error("segment header says first index {header}, its file name says {name}")]
     NameMismatch {

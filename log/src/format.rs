@@ -18,6 +18,12 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"MSVLOGSG";
 pub const FORMAT_VERSION: u16 = 1;
 /// Bytes of the segment header; records start right after it.
 pub const SEGMENT_HEADER_LEN: usize = 64;
+/// Segment header flag: the previous hash was carried in by a purge beyond
+/// the end (from a snapshot of the history this log replicates), not
+/// computed from the segment before. It marks the gap before the segment as
+/// intended. A reader that predates the flag ignores it and reads the
+/// segment alike.
+pub const SEGMENT_FLAG_CARRIED: u16 = 1 << 0;
 
 /// Magic in every record header: makes a zero-filled or misaligned region fail
 /// fast before its CRC is computed.
@@ -33,6 +39,10 @@ pub struct SegmentHeader {
     /// Chain hash of the record before `first_index`, so a segment can be
     /// verified on its own and the chain survives deletion of older segments.
     pub prev_hash: ChainHash,
+    /// Whether `prev_hash` was carried in by a purge beyond the end (flag
+    /// [`SEGMENT_FLAG_CARRIED`]): the segment continues a chain whose
+    /// records before it were never in this log.
+    pub carried: bool,
 }
 
 impl SegmentHeader {
@@ -42,7 +52,13 @@ impl SegmentHeader {
         let mut b = [0u8; SEGMENT_HEADER_LEN];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
         b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        // 10..16: flags and reserved, zero in version 1.
+        let flags = if self.carried {
+            SEGMENT_FLAG_CARRIED
+        } else {
+            0
+        };
+        b[10..12].copy_from_slice(&flags.to_le_bytes());
+        // 12..16: reserved, zero.
         b[16..24].copy_from_slice(&self.first_index.to_le_bytes());
         b[24..56].copy_from_slice(&self.prev_hash);
         // 56..60: reserved, zero.
@@ -67,9 +83,16 @@ impl SegmentHeader {
         if version != FORMAT_VERSION {
             return Err(CorruptionKind::UnsupportedVersion(version));
         }
+        let flags = u16::from_le_bytes([b[10], b[11]]);
+        if flags & !SEGMENT_FLAG_CARRIED != 0 {
+            // A flag this code does not know may change what the segment
+            // means: refuse rather than guess.
+            return Err(CorruptionKind::UnknownSegmentFlags(flags));
+        }
         Ok(SegmentHeader {
             first_index: u64_at(b, 16),
             prev_hash: hash_at(b, 24),
+            carried: flags & SEGMENT_FLAG_CARRIED != 0,
         })
     }
 }
@@ -261,13 +284,33 @@ mod tests {
         let h = SegmentHeader {
             first_index: 7,
             prev_hash: [9; 32],
+            carried: false,
         };
         assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+        let carried = SegmentHeader { carried: true, ..h };
+        assert_eq!(SegmentHeader::decode(&carried.encode()), Ok(carried));
         let mut bad = h.encode();
         bad[20] ^= 0xFF;
         assert_eq!(
             SegmentHeader::decode(&bad),
             Err(CorruptionKind::SegmentHeaderChecksum)
+        );
+    }
+
+    #[test]
+    fn unknown_segment_flags_are_refused() {
+        let mut b = SegmentHeader {
+            first_index: 7,
+            prev_hash: [9; 32],
+            carried: false,
+        }
+        .encode();
+        b[10] = 0x02;
+        let crc = crc32fast::hash(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            SegmentHeader::decode(&b),
+            Err(CorruptionKind::UnknownSegmentFlags(2))
         );
     }
 

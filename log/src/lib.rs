@@ -13,7 +13,8 @@
 //! - `scan`: sequential validation of a segment's records (shared by
 //!   recovery, index rebuilds and the verifier).
 //! - `index`: the sparse per-segment index (a cache, rebuilt when stale).
-//! - `meta`: the durable purge point.
+//! - `meta`: the durable purge point (and the chain hash a purge beyond
+//!   the end carried in).
 //! - `recovery`: from a directory to a ready log (torn tails, corruption).
 //! - `log`: [`Log`] — group commit, reads, truncation, purge, retention.
 //! - `segment`: sealed (memory-mapped) and active (pread) segments, and the

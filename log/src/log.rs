@@ -557,7 +557,8 @@ impl Log {
         };
         let fs = &*self.opts.fs;
         let sealed = seal(fs, &self.dir, &self.opts, old, head).map_err(|e| self.poisoned(e))?;
-        let active = create_segment(fs, &self.dir, next, head).map_err(|e| self.poisoned(e))?;
+        let active =
+            create_segment(fs, &self.dir, next, head, false).map_err(|e| self.poisoned(e))?;
         let mut v = write(&self.view);
         v.sealed.push(Arc::new(sealed));
         v.active = active;
@@ -760,6 +761,7 @@ impl Log {
                 header: SegmentHeader {
                     first_index: target.last() + 1,
                     prev_hash: target.index.last_hash,
+                    carried: false,
                 },
                 positions: Vec::new(),
                 end: 0,
@@ -824,11 +826,31 @@ impl Log {
     /// Moves the first visible index to `up_to + 1`. Logical: the records
     /// stay on disk until the retention policy deletes their segments.
     ///
-    /// `up_to` may lie at or beyond the end — a replica that installed a
-    /// snapshot newer than its log does this. The log then continues at
+    /// `up_to` may lie at or beyond the end. The log then continues at
     /// `up_to + 1` in a new segment whose chain starts afresh (its previous
-    /// hash is the genesis hash): the records in between were never here.
+    /// hash is the genesis hash): the records in between were never here. A
+    /// replica that knows the chain hash of record `up_to` — carried in the
+    /// snapshot that took it past its log — uses [`Log::purge_with_hash`]
+    /// instead, so that its chain stays the one its peers have.
     pub fn purge(&self, up_to: u64) -> Result<()> {
+        self.purge_inner(up_to, None)
+    }
+
+    /// Like [`Log::purge`], but when `up_to` lies at or beyond the end the
+    /// log continues from `hash_at_up_to`, the chain hash of record `up_to`
+    /// in the history this log replicates: the next record chains on it
+    /// exactly as on the replicas that hold the records in between, so
+    /// every replica has the same chain hash at the same index. The hash is
+    /// durable in the metadata before the purge point moves and in the new
+    /// segment's header after.
+    ///
+    /// When the log holds record `up_to`, its own chain already covers it
+    /// and `hash_at_up_to` is not used.
+    pub fn purge_with_hash(&self, up_to: u64, hash_at_up_to: ChainHash) -> Result<()> {
+        self.purge_inner(up_to, Some(hash_at_up_to))
+    }
+
+    fn purge_inner(&self, up_to: u64, hash_at_up_to: Option<ChainHash>) -> Result<()> {
         self.check_poison()?;
         let mut w = lock(&self.writer);
         self.check_poison()?;
@@ -840,16 +862,105 @@ impl Log {
         if up_to < first_visible {
             return Ok(());
         }
-        meta::write(&*self.opts.fs, &self.dir, up_to + 1).map_err(|e| self.poisoned(e))?;
-        if up_to >= next {
+        let beyond_end = up_to >= next;
+        let meta = meta::Meta {
+            first_visible: up_to + 1,
+            // Only a jump needs the hash after a crash (to finish it); a
+            // purge inside the log writes the version 1 file, as before.
+            carried: hash_at_up_to.filter(|_| beyond_end),
+        };
+        // Durable before the view moves: a crash after this point leaves a
+        // purge point that recovery honours (finishing a jump with the
+        // carried hash), never readers served records a restart would hide.
+        meta::write(&*self.opts.fs, &self.dir, meta).map_err(|e| self.poisoned(e))?;
+        if beyond_end {
             // Readers wait for this rare step (a replica jumping past a
             // snapshot) rather than see a view half-way through it.
             let mut v = write(&self.view);
-            jump(&*self.opts.fs, &self.dir, &self.opts, &mut v, up_to + 1)
-                .map_err(|e| self.poisoned(e))?;
+            let prev = hash_at_up_to.unwrap_or(format::GENESIS_HASH);
+            jump(
+                &*self.opts.fs,
+                &self.dir,
+                &self.opts,
+                &mut v,
+                up_to + 1,
+                prev,
+            )
+            .map_err(|e| self.poisoned(e))?;
         }
         write(&self.view).first_visible = up_to + 1;
         self.apply_retention_locked(&mut w)
+    }
+
+    /// The chain hash of record `index`, for any index from the one just
+    /// before the first visible index (the purge point) to the last record.
+    ///
+    /// At the purge point the answer comes from what stays on disk: a
+    /// purged record is kept until retention deletes its whole segment, and
+    /// then the next segment's header holds the hash of the record before
+    /// it; after a purge beyond the end it is the hash carried in. So a
+    /// replica can always tell the chain hash its visible records start
+    /// from.
+    pub fn chain_hash_at(&self, index: u64) -> Result<ChainHash> {
+        self.check_poison()?;
+        let (first_visible, next) = {
+            let v = read(&self.view);
+            (v.first_visible, v.next())
+        };
+        if index >= next {
+            return Err(Error::BeyondEnd { index, next });
+        }
+        if index >= first_visible {
+            return Ok(self.read(index)?.chain_hash);
+        }
+        if index + 1 < first_visible {
+            return Err(Error::Purged {
+                index,
+                first: first_visible,
+            });
+        }
+        // `index` is the purge point, below what `read` serves.
+        let v = read(&self.view);
+        let after = index + 1;
+        if v.active.first() == after {
+            return Ok(v.active.header.prev_hash);
+        }
+        if let Some(seg) = v.sealed.iter().find(|s| s.first() == after) {
+            return Ok(seg.header.prev_hash);
+        }
+        if let Some(seg) = v
+            .sealed
+            .iter()
+            .find(|s| s.first() <= index && index <= s.last())
+        {
+            if seg.last() == index {
+                return Ok(seg.index.last_hash);
+            }
+            let pos = seg.locate(index, self.opts.max_record_bytes)?;
+            let entry = crate::segment::decode_entry(
+                &seg.map.bytes()[pos..],
+                &seg.path,
+                pos as u64,
+                index,
+                self.opts.max_record_bytes,
+            )?;
+            return Ok(entry.chain_hash);
+        }
+        if v.active.first() <= index {
+            let span = v.active.span(index);
+            let (file, path) = (v.active.file.clone(), v.active.path.clone());
+            let epoch = self.truncations.load(Ordering::Acquire);
+            drop(v);
+            return read_active(&*file, &path, span, index, self.opts.max_record_bytes)
+                .map(|e| e.chain_hash)
+                .map_err(|e| raced(e, &self.truncations, epoch, index));
+        }
+        // Retention keeps every segment from the one holding the purge
+        // point on, so this is a log whose files were changed under it.
+        Err(Error::Purged {
+            index,
+            first: first_visible,
+        })
     }
 
     /// Deletes the purged segments the retention policy no longer keeps.
@@ -967,15 +1078,19 @@ pub(crate) fn seal(
 }
 
 /// Continues the log at `next`, beyond its end: the active segment is sealed
-/// (or removed, if it holds no record) and a new one starts at `next` with a
-/// fresh chain. The caller has made the purge point `next` durable first, so
-/// a crash in between is finished by recovery.
+/// (or removed, if it holds no record) and a new one starts at `next`,
+/// chaining on `prev_hash` (the hash carried in, or the genesis hash when
+/// none was) and flagged as carried, which marks the gap before it as a jump
+/// rather than lost segments. The caller has made the purge point `next`
+/// (and the carried hash) durable first, so a crash in between is finished
+/// by recovery.
 pub(crate) fn jump(
     fs: &dyn FileSystem,
     dir: &Path,
     opts: &Options,
     view: &mut View,
     next: u64,
+    prev_hash: ChainHash,
 ) -> Result<()> {
     let old = view.active.clone();
     if !old.positions.is_empty() {
@@ -989,25 +1104,28 @@ pub(crate) fn jump(
         fs.sync_dir(dir)
             .map_err(|e| Error::io("fsync dir", dir, e))?;
     }
-    view.active = create_segment(fs, dir, next, format::GENESIS_HASH)?;
-    view.head = format::GENESIS_HASH;
+    view.active = create_segment(fs, dir, next, prev_hash, true)?;
+    view.head = prev_hash;
     view.first_visible = next;
     Ok(())
 }
 
 /// Creates a segment file starting at `first` whose previous record has
-/// chain hash `prev_hash`, durable (content and directory entry) before it
-/// returns, so no record is ever acknowledged in a file a crash could lose.
+/// chain hash `prev_hash` (`carried` when that hash came from outside the
+/// log), durable (content and directory entry) before it returns, so no
+/// record is ever acknowledged in a file a crash could lose.
 pub(crate) fn create_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     first: u64,
     prev_hash: ChainHash,
+    carried: bool,
 ) -> Result<ActiveView> {
     let path = dir.join(segment_file_name(first));
     let header = SegmentHeader {
         first_index: first,
         prev_hash,
+        carried,
     };
     let file: Arc<dyn LogFile> = fs
         .create_new(&path)

@@ -70,17 +70,23 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<(View, RecoveryRepor
             .collect();
         firsts.sort_unstable();
         report.segments = firsts.len();
-        let purge_point = meta::read(fs, dir)?;
+        let meta = meta::read(fs, dir)?;
+        let purge_point = meta.map(|m| m.first_visible);
+        // The hash a jump to the purge point continues from: carried in by
+        // the purge, or the genesis hash if it carried none.
+        let carried = meta.and_then(|m| m.carried);
 
         let Some((&last, sealed_firsts)) = firsts.split_last() else {
-            // An empty directory (or one whose only segment was unborn):
-            // start where the purge point says, or at the initial index.
+            // An empty directory (or one whose only segment was unborn, or
+            // was removed by a jump a crash cut short): start where the
+            // purge point says, or at the initial index.
             let first = purge_point.unwrap_or(opts.initial_index);
-            let active = create_segment(fs, dir, first, format::GENESIS_HASH)?;
+            let prev = carried.unwrap_or(format::GENESIS_HASH);
+            let active = create_segment(fs, dir, first, prev, carried.is_some())?;
             let view = View {
                 sealed: Vec::new(),
                 first_visible: first,
-                head: format::GENESIS_HASH,
+                head: prev,
                 active,
             };
             return Ok((view, report));
@@ -116,7 +122,14 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<(View, RecoveryRepor
         match purge_point {
             // A purge beyond the end whose new segment a crash prevented:
             // finish it.
-            Some(p) if p > next => jump(fs, dir, opts, &mut view, p)?,
+            Some(p) if p > next => jump(
+                fs,
+                dir,
+                opts,
+                &mut view,
+                p,
+                carried.unwrap_or(format::GENESIS_HASH),
+            )?,
             Some(p) => view.first_visible = p.max(oldest),
             None => {}
         }
@@ -125,18 +138,15 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<(View, RecoveryRepor
 }
 
 /// Checks that `header` (the segment after `prev`) continues it. A gap is
-/// allowed only inside the purged range: a purge beyond the end starts a new
-/// segment (and a new chain) past it.
+/// allowed only inside the purged range and only before a segment that a
+/// purge beyond the end started (see [`jumped`]).
 fn check_link(
     path: &Path,
     prev: &Sealed,
     header: SegmentHeader,
     purge_point: Option<u64>,
 ) -> Result<()> {
-    let jumped = header.first_index > prev.last() + 1
-        && purge_point.is_some_and(|p| header.first_index <= p)
-        && header.prev_hash == format::GENESIS_HASH;
-    if jumped {
+    if jumped(prev.last() + 1, header, purge_point) {
         return Ok(());
     }
     if header.first_index != prev.last() + 1 {
@@ -150,6 +160,18 @@ fn check_link(
         return Err(Error::corruption(path, 0, CorruptionKind::ChainBroken));
     }
     Ok(())
+}
+
+/// Whether the segment with `header`, found where `expected` was due, was
+/// started by a purge beyond the end: it lies past a gap, inside the purged
+/// range, and says its previous hash came from outside the log — by its
+/// carried flag, or (written before the flag existed) by a chain restarted
+/// at the genesis hash. Its previous hash cannot be checked against the
+/// segment before it: the records in between were never in this log.
+pub(crate) fn jumped(expected: u64, header: SegmentHeader, purge_point: Option<u64>) -> bool {
+    header.first_index > expected
+        && purge_point.is_some_and(|p| header.first_index <= p)
+        && (header.carried || header.prev_hash == format::GENESIS_HASH)
 }
 
 fn read_whole(file: &dyn LogFile, path: &Path) -> Result<Vec<u8>> {

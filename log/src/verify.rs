@@ -15,6 +15,7 @@ use crate::format::{
 };
 use crate::fs::FileSystem;
 use crate::meta;
+use crate::recovery::jumped;
 use crate::scan::{Cursor, Stop, later_batch_after, record_after_bad_header, scan};
 
 /// What verification found in one segment.
@@ -32,6 +33,10 @@ pub struct SegmentSummary {
     pub head_hash: ChainHash,
     /// Oldest and newest record timestamps (ms), if it holds any.
     pub timestamps: Option<(u64, u64)>,
+    /// Whether its chain continues from a hash carried in by a purge
+    /// beyond the end (a replica that caught up by snapshot), rather than
+    /// from a segment before it.
+    pub carried: bool,
 }
 
 /// The first problem found, if any.
@@ -104,7 +109,7 @@ pub fn read_dir(
         .collect();
     firsts.sort_unstable();
     let mut report = VerifyReport {
-        purge_point: meta::read(fs, dir)?,
+        purge_point: meta::read(fs, dir)?.map(|m| m.first_visible),
         ..Default::default()
     };
     let mut link: Option<(u64, ChainHash)> = None;
@@ -150,13 +155,10 @@ pub fn read_dir(
                 return Ok(report);
             }
         };
-        // A gap inside the purged range, with a fresh chain, is what a purge
-        // beyond the end leaves (a replica that installed a snapshot).
-        let jumped = link.is_some_and(|(next, _)| {
-            header.first_index > next
-                && report.purge_point.is_some_and(|p| header.first_index <= p)
-                && header.prev_hash == crate::format::GENESIS_HASH
-        });
+        // A gap inside the purged range, before a segment whose chain was
+        // carried in, is what a purge beyond the end leaves (a replica that
+        // installed a snapshot).
+        let jumped = link.is_some_and(|(next, _)| jumped(next, header, report.purge_point));
         if let Some((next, hash)) = link.filter(|_| !jumped) {
             if header.first_index != next {
                 let kind = CorruptionKind::SegmentGap {
@@ -199,6 +201,7 @@ pub fn read_dir(
             bytes: len,
             head_hash: cursor.prev_hash,
             timestamps: (records > 0).then_some((min_ts, cursor.max_timestamp)),
+            carried: header.carried,
         });
         if let Stop::Bad { position, kind } = stop {
             let torn = is_last

@@ -29,6 +29,7 @@ fn valid_segment(n: u64) -> Vec<u8> {
     let mut bytes = SegmentHeader {
         first_index: 0,
         prev_hash: [0; 32],
+        carried: false,
     }
     .encode()
     .to_vec();

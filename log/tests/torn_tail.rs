@@ -289,6 +289,7 @@ fn a_segment_whose_creation_was_cut_short_is_removed() {
     let header = SegmentHeader {
         first_index: 3,
         prev_hash: [7; 32],
+        carried: false,
     }
     .encode();
     for torn_len in [0usize, 1, 30, SEGMENT_HEADER_LEN - 1] {

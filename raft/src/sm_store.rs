@@ -13,6 +13,13 @@
 //! applying goes on; an install checks and copies the received file, makes it
 //! current, then lets the state machine read its data.
 //!
+//! A store opened with its partition's log ([`StateMachineStore::open_with_log`])
+//! writes into each snapshot the log's chain hash at the snapshot's last
+//! entry, and lends the log its snapshot directory: when a replica installs
+//! a snapshot newer than its log, the log's purge past its end continues the
+//! hash chain from that hash, so every replica has the same chain hash at the
+//! same index. It holds the log weakly: the log closes when its store does.
+//!
 //! # Concurrency
 //!
 //! The state machine sits behind a std `Mutex`, locked only on the blocking
@@ -24,7 +31,7 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use futures_util::{Stream, StreamExt};
 use openraft::OptionalSend;
@@ -32,6 +39,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, S
 
 use crate::applied_state::AppliedState;
 use crate::error::{Error, Result};
+use crate::log_store::{LogStore, PartitionLog};
 use crate::snapshot::{SnapshotDir, SnapshotFile};
 use crate::state_machine::{CommandEntry, SnapshotSource, StateMachine};
 use crate::types::{
@@ -52,8 +60,12 @@ struct Inner<SM> {
     /// Where it stands; updated right after each apply or install, under
     /// the `sm` lock.
     applied: Mutex<AppliedState>,
-    /// The partition's snapshots.
-    snapshots: SnapshotDir,
+    /// The partition's snapshots (shared with the linked log).
+    snapshots: Arc<SnapshotDir>,
+    /// The partition's log, if linked: where a snapshot build finds the
+    /// chain hash of its last entry. Weak, so the log still closes (and
+    /// unlocks its directory) when its store is dropped.
+    log: Option<Weak<PartitionLog>>,
 }
 
 /// openraft's state machine over an application's [`StateMachine`]; cheap
@@ -100,7 +112,25 @@ impl<SM: StateMachine> StateMachineStore<SM> {
     /// than the state machine (a crash between making a snapshot current and
     /// installing it), it is installed first.
     pub async fn open(dir: impl AsRef<Path>, sm: SM) -> Result<Self> {
-        let dir = dir.as_ref().to_owned();
+        Self::open_inner(dir.as_ref(), sm, None).await
+    }
+
+    /// Like [`StateMachineStore::open`], linked to the partition's log
+    /// store: snapshots built here carry the log's chain hash at their last
+    /// entry, and a snapshot installed past the end of the log makes the
+    /// log continue its hash chain from the hash the snapshot carries (see
+    /// the module docs). A partition's two stores should be opened this
+    /// way; without the link everything works, but a replica that catches
+    /// up by snapshot restarts its chain.
+    pub async fn open_with_log(dir: impl AsRef<Path>, sm: SM, log: &LogStore) -> Result<Self> {
+        let store = Self::open_inner(dir.as_ref(), sm, Some(log.shared())).await?;
+        log.shared().link_snapshots(store.inner.snapshots.clone());
+        Ok(store)
+    }
+
+    async fn open_inner(dir: &Path, sm: SM, log: Option<&Arc<PartitionLog>>) -> Result<Self> {
+        let dir = dir.to_owned();
+        let log = log.map(Arc::downgrade);
         blocking("open", move || {
             let snapshots = SnapshotDir::open(&dir)?;
             let mut sm = sm;
@@ -118,7 +148,8 @@ impl<SM: StateMachine> StateMachineStore<SM> {
                 inner: Arc::new(Inner {
                     sm: Mutex::new(sm),
                     applied: Mutex::new(applied),
-                    snapshots,
+                    snapshots: Arc::new(snapshots),
+                    log,
                 }),
             })
         })
@@ -308,9 +339,18 @@ impl<SM: StateMachine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<SM> {
         let inner = self.inner.clone();
         let meta = state.snapshot_meta();
         let file = blocking("build snapshot", move || {
+            let chain_hash = match (&inner.log, state.last_applied) {
+                (Some(log), Some(last)) => match log.upgrade() {
+                    Some(log) => log.chain_hash_at(last.index)?,
+                    // The log is closing with the node; this snapshot
+                    // only goes without the hash.
+                    None => None,
+                },
+                _ => None,
+            };
             inner
                 .snapshots
-                .build(&state, move |out| source.write_to(out))
+                .build(&state, chain_hash, move |out| source.write_to(out))
         })
         .await?;
         Ok(Snapshot {

@@ -12,9 +12,11 @@
 //!   node's state machine with its value, and its entry sits at the index it
 //!   was acknowledged at in every log that still holds that index;
 //! - **committed prefixes are identical**: up to the common committed index,
-//!   every node's log holds the same records (index, timestamp, payload) and,
-//!   in seeds without snapshots, the same chain hash, so the same head hash at
-//!   the committed index; timestamps never go backwards along a log;
+//!   every node's log holds the same records (index, timestamp, payload) and
+//!   the same chain hash, so the same head hash at the committed index —
+//!   including a node that caught up by snapshot, whose log starts with the
+//!   chain hash the snapshot carried; timestamps never go backwards along a
+//!   log;
 //! - **a minority side commits nothing**: while the leader is cut off alone,
 //!   writes sent to it are never acknowledged, its commit index does not move,
 //!   and none of those writes survives the heal;
@@ -22,16 +24,21 @@
 //! - every entry crossing the network carries its leader timestamp.
 //!
 //! Odd seeds also snapshot and purge often, so nodes that come back behind
-//! catch up by snapshot plus log. A replica that jumps past a snapshot
-//! starts a fresh hash chain there (missive-log's `purge` beyond the end), so
-//! those seeds compare records but not chain hashes.
+//! catch up by snapshot plus log: their log jumps past its end and continues
+//! the chain from the hash the snapshot carries. Chain hashes are compared
+//! at every index two logs both know, the purge points included (a log
+//! knows the hash at its purge point), so a jumped log is checked against
+//! the records its peers hold there.
 //!
 //! Regressions it caught (see `LogStore::read_committed` and
 //! `PartitionLog::failed_write`): a follower whose fdatasync failed, or that
 //! lost power, after openraft had saved a committed log id beyond its flushed
 //! log could not restart ("Failed to get log entries" while re-applying);
-//! and after a failed write, reads past the log's end came back silently
-//! short, so openraft's apply stream ended early.
+//! after a failed write, reads past the log's end came back silently short,
+//! so openraft's apply stream ended early; and a replica that jumped past a
+//! snapshot restarted its hash chain at the genesis hash, so its chain hash
+//! differed from its peers' at every later index (the snapshot now carries
+//! the hash).
 //!
 //! `MISSIVE_CHAOS_SEEDS=N` runs seeds 1..=N (default 8); `MISSIVE_CHAOS_SEED=S`
 //! runs seed S alone. A failing seed prints the command that reruns it. A
@@ -47,7 +54,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use missive_log::fs::{Fault, SimFs};
-use missive_log::{Clock, Log, Options};
+use missive_log::verify::verify_dir;
+use missive_log::{ChainHash, Clock, Log, Options};
 use missive_raft::types::LogId;
 use missive_raft::{LOG_DIR, LogStore, Node, NodeId, SNAPSHOT_DIR, StateMachineStore};
 use openraft::async_runtime::WatchReceiver;
@@ -221,7 +229,7 @@ impl Cluster {
         // Taken before openraft owns the store: it drops readers from tasks
         // nobody waits for, so only this says when the directory is free.
         let closed = tokio::spawn(log.closed());
-        let sm = StateMachineStore::open(m.dir.join(SNAPSHOT_DIR), Kv::default())
+        let sm = StateMachineStore::open_with_log(m.dir.join(SNAPSHOT_DIR), Kv::default(), &log)
             .await
             .with_context(|| format!("reopen the state machine of node {id}"))?;
         let raft = Raft::new(id, config, net.factory(id), log, sm.clone()).await?;
@@ -393,9 +401,8 @@ struct SeedReport {
     committed: u64,
     /// Writes sent to the isolated leader (none acknowledged).
     minority_writes: usize,
-    /// Replicas whose chain hash at the committed index differs from node
-    /// 1's (a snapshot jump restarts a chain).
-    chains_differ: usize,
+    /// What the log comparison covered.
+    logs: LogCheck,
     /// Unsynced bytes power losses threw away.
     unsynced_lost: usize,
     /// What the network did.
@@ -597,9 +604,9 @@ async fn run_seed(seed: u64) -> anyhow::Result<SeedReport> {
     for id in NODES {
         cluster.stop(id, None).await?;
     }
-    let chains_differ = check_logs(&cluster, &acked, barrier)?;
+    let logs = check_logs(&cluster, &acked, barrier)?;
     Ok(SeedReport {
-        chains_differ,
+        logs,
         unsynced_lost: cluster.unsynced_lost,
         steps,
         acked: acked.len(),
@@ -683,16 +690,31 @@ fn check_state_machines(
     Ok(())
 }
 
+/// What the log comparison of a seed covered.
+struct LogCheck {
+    /// Indexes at which at least two logs' chain hashes were compared.
+    hashes_compared: usize,
+    /// Logs purged at all, whose chain hash at their purge point was
+    /// compared where a peer knew it.
+    purge_points: usize,
+    /// Logs with a segment that continues a chain carried in by a snapshot
+    /// (a jump past the log's end).
+    carried_chains: usize,
+}
+
 /// Reads node logs from their disks (the nodes are stopped) up to the
-/// common committed index `committed` and compares them. Returns how many
-/// replicas' chain hash at `committed` differs from the first node's (a
-/// replica that jumped past a snapshot restarted its chain).
+/// common committed index `committed` and compares them: records in the
+/// range every log holds, and chain hashes at every index up to
+/// `committed` that two logs know — each log's purge point included, so a
+/// log that jumped past a snapshot is compared with the records its peers
+/// hold there.
 fn check_logs(
     cluster: &Cluster,
     acked: &[(String, String, u64)],
     committed: u64,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<LogCheck> {
     let mut logs = Vec::new();
+    let mut opened = Vec::new();
     for m in &cluster.members {
         let log = Log::open(m.dir.join(LOG_DIR), m.log_options(cluster.epoch))
             .with_context(|| format!("open node {}'s log", m.id))?;
@@ -724,7 +746,69 @@ fn check_logs(
             }
         }
         logs.push((m.id, first, records));
+        opened.push((m.id, log));
     }
+
+    // Chain hashes: every record up to `committed`, and each log's hash at
+    // every log's purge point (a committed index: purges never pass what
+    // is applied), which it knows if that index lies between its own purge
+    // point and its end.
+    let purge_points: BTreeSet<u64> = logs
+        .iter()
+        .filter_map(|(_, first, _)| first.checked_sub(1))
+        .filter(|p| *p <= committed)
+        .collect();
+    let mut chains: Vec<(NodeId, BTreeMap<u64, ChainHash>)> = Vec::new();
+    for ((id, _, records), (_, log)) in logs.iter().zip(&opened) {
+        let mut chain: BTreeMap<u64, ChainHash> =
+            records.iter().map(|r| (r.index, r.chain_hash)).collect();
+        for &p in &purge_points {
+            if let Ok(hash) = log.chain_hash_at(p) {
+                chain.insert(p, hash);
+            }
+        }
+        chains.push((*id, chain));
+    }
+    let mut compared = BTreeSet::new();
+    for (i, (a, chain_a)) in chains.iter().enumerate() {
+        for (b, chain_b) in &chains[i + 1..] {
+            for (index, hash_a) in chain_a {
+                if let Some(hash_b) = chain_b.get(index) {
+                    ensure!(
+                        hash_a == hash_b,
+                        "nodes {a} and {b}: chain hash differs at committed index {index}"
+                    );
+                    compared.insert(*index);
+                }
+            }
+        }
+    }
+    let purged_logs = logs.iter().filter(|(_, first, _)| *first > 0).count();
+    drop(opened);
+    let mut carried_chains = 0;
+    for m in &cluster.members {
+        let report = verify_dir(
+            &m.fs,
+            &m.dir.join(LOG_DIR),
+            Options::default().max_record_bytes,
+        )
+        .with_context(|| format!("verify node {}'s log", m.id))?;
+        ensure!(
+            report.problem.is_none(),
+            "node {}: verify found {:?}",
+            m.id,
+            report.problem
+        );
+        if report.segments.iter().any(|s| s.carried) {
+            carried_chains += 1;
+        }
+    }
+    let check = LogCheck {
+        hashes_compared: compared.len(),
+        purge_points: purged_logs,
+        carried_chains,
+    };
+
     let common_first = logs.iter().map(|(_, f, _)| *f).max().unwrap_or(0);
     if !snapshots(cluster.seed) {
         ensure!(
@@ -734,16 +818,13 @@ fn check_logs(
     } else if common_first > committed {
         // A node that caught up by a snapshot covering everything up to the
         // barrier holds none of these entries; the state machines were
-        // compared already.
-        return Ok(0);
+        // compared already, and the chain hashes above.
+        return Ok(check);
     }
     let tail = |first: u64, records: &[missive_log::Entry]| -> Vec<missive_log::Entry> {
         records[(common_first - first) as usize..].to_vec()
     };
     let (id0, first0, records0) = &logs[0];
-    // Replicas whose head hash at `committed` differs from the first
-    // node's (only possible in seeds with snapshots).
-    let mut chains_differ = 0;
     let reference = tail(*first0, records0);
     for (id, first, records) in &logs[1..] {
         let other = tail(*first, records);
@@ -759,19 +840,9 @@ fn check_logs(
                 "nodes {id0} and {id} differ at committed index {}",
                 a.index
             );
-            if !snapshots(cluster.seed) {
-                ensure!(
-                    a.chain_hash == b.chain_hash,
-                    "nodes {id0} and {id}: chain hash differs at index {}",
-                    a.index
-                );
-            }
-        }
-        if reference.last().map(|r| r.chain_hash) != other.last().map(|r| r.chain_hash) {
-            chains_differ += 1;
         }
     }
-    Ok(chains_differ)
+    Ok(check)
 }
 
 /// The seeds to run: `MISSIVE_CHAOS_SEED`, else 1..=`MISSIVE_CHAOS_SEEDS`.
@@ -813,12 +884,15 @@ fn acknowledged_writes_survive_partitions_drops_delays_and_crashes_and_replicas_
             Ok(Ok(r)) => {
                 eprintln!(
                     "seed {seed}: ok in {took:.2?}: {} writes acknowledged, committed index {}, \
-                     {} minority writes refused, {} replicas with another chain hash, {} unsynced \
+                     {} minority writes refused, chain hashes equal at {} indexes (purge points \
+                     of {} logs among them, {} logs continuing a carried chain), {} unsynced \
                      bytes lost to power losses, net {:?}, steps {:?}",
                     r.acked,
                     r.committed,
                     r.minority_writes,
-                    r.chains_differ,
+                    r.logs.hashes_compared,
+                    r.logs.purge_points,
+                    r.logs.carried_chains,
                     r.unsynced_lost,
                     r.net,
                     r.steps

@@ -3,17 +3,22 @@
 //! any node reaches its partition's leader and is answered, every node ends
 //! with the same state, and a call without the cluster secret is refused.
 //! A node added after the leaders purged their logs catches up by a
-//! streamed snapshot plus the log after it.
+//! streamed snapshot plus the log after it, and its log continues the hash
+//! chain from the hash the snapshot carries: at every index it holds, its
+//! chain hash equals the other nodes'.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use missive_log::verify::verify_dir;
+use missive_log::{Log, Options};
 use missive_proto::v1 as pb;
 use missive_proto::v1::raft_internal_client::RaftInternalClient;
 use missive_raft::kv::{self, Kv};
+use missive_raft::node::partition_dir;
 use missive_raft::partition::partition_of;
-use missive_raft::{ClusterNode, ClusterSecret, Node, NodeConfig, NodeId};
+use missive_raft::{ClusterNode, ClusterSecret, LOG_DIR, Node, NodeConfig, NodeId};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep};
 
@@ -320,5 +325,56 @@ async fn a_node_added_after_a_purge_catches_up_by_streamed_snapshot_and_log() {
     new.shutdown().await.expect("shutdown");
     for n in &nodes {
         n.shutdown().await.expect("shutdown");
+    }
+
+    // The new node's log starts past the snapshot with the chain hash the
+    // snapshot carried, and agrees with every other log at every index
+    // they share — the purge point included.
+    for p in 0..PARTITIONS {
+        let log_dir = |id: NodeId| partition_dir(&dir.path().join(id.to_string()), p).join(LOG_DIR);
+        let report = verify_dir(&missive_log::fs::StdFs, &log_dir(4), 1 << 24).expect("verify");
+        assert_eq!(report.problem, None, "partition {p}: node 4's log verifies");
+        assert!(
+            report.segments.first().is_some_and(|s| s.carried),
+            "partition {p}: node 4's log continues a chain carried in by the snapshot"
+        );
+        let logs: Vec<Log> = (1..=4)
+            .map(|id| Log::open(log_dir(id), Options::default()).expect("open log"))
+            .collect();
+        let new_log = &logs[3];
+        let start = new_log.state().first_index - 1;
+        let end = logs
+            .iter()
+            .map(|l| l.state().next_index)
+            .min()
+            .expect("logs");
+        assert!(start < end, "partition {p}: the logs share indexes");
+        for index in start..end {
+            let hash = new_log.chain_hash_at(index).expect("node 4's chain hash");
+            for (k, log) in logs[..3].iter().enumerate() {
+                // The others purged up to their own snapshots; they still
+                // know the hash at their purge point and after it.
+                if let Ok(theirs) = log.chain_hash_at(index) {
+                    assert_eq!(
+                        theirs,
+                        hash,
+                        "partition {p}: node {} and node 4 differ at index {index}",
+                        k + 1
+                    );
+                }
+            }
+        }
+        let shared_head = end - 1;
+        let heads: Vec<_> = logs
+            .iter()
+            .map(|l| {
+                l.chain_hash_at(shared_head)
+                    .expect("hash at the shared end")
+            })
+            .collect();
+        assert!(
+            heads.windows(2).all(|w| w[0] == w[1]),
+            "partition {p}: every node has the same chain hash at {shared_head}"
+        );
     }
 }

@@ -10,14 +10,14 @@
 //! # Format
 //!
 //! The file is 1024 bytes: two slots, at offsets 0 and 512 (separate
-//! sectors, so one torn sector write cannot damage both). Each slot is 96
+//! sectors, so one torn sector write cannot damage both). Each slot is 128
 //! bytes, every integer little-endian:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MSVRAFTM` |
-//! | 8 | 2 | format version, 2 |
-//! | 10 | 2 | flags: bit 0 vote present, bit 1 vote committed, bit 2 committed present, bit 3 purged present |
+//! | 8 | 2 | format version, 3 |
+//! | 10 | 2 | flags: bit 0 vote present, bit 1 vote committed, bit 2 committed present, bit 3 purged present, bit 4 purged hash present |
 //! | 12 | 4 | reserved, zero |
 //! | 16 | 8 | sequence number of the write |
 //! | 24 | 8 | vote term |
@@ -29,10 +29,18 @@
 //! | 72 | 8 | purged: leader node id |
 //! | 80 | 8 | purged: index |
 //! | 88 | 4 | reserved, zero |
-//! | 92 | 4 | CRC32 (crc32fast) of bytes 0..92 |
+//! | 92 | 32 | purged hash: the chain hash of the last purged entry |
+//! | 124 | 4 | CRC32 (crc32fast) of bytes 0..124 |
 //!
 //! Absent values are written as zeros with their flag clear. The valid slot
 //! with the higher sequence number is the current value.
+//!
+//! Version 2 slots (written before the purged hash existed) are 96 bytes:
+//! the same fields up to offset 92, where their CRC32 of bytes 0..92 sits,
+//! and no purged hash. They are still read; every write is version 3. Code
+//! that knows only version 2 refuses a version 3 slot as invalid, so it
+//! never reads a purge point without the hash the log may need to finish
+//! that purge.
 //!
 //! # Durability
 //!
@@ -60,6 +68,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use missive_log::ChainHash;
 use missive_log::fs::{FileSystem, LogFile, replace_durably};
 use openraft::vote::RaftVote;
 
@@ -69,10 +78,14 @@ use crate::types::{LeaderId, LogId, Vote};
 /// File name of the metadata file in a partition directory.
 pub const META_FILE: &str = "raft-meta";
 const MAGIC: [u8; 8] = *b"MSVRAFTM";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
+/// The previous version, still read.
+const VERSION_2: u16 = 2;
 /// Bytes of one slot.
-const LEN: usize = 96;
-const CRC_AT: usize = 92;
+const LEN: usize = 128;
+const CRC_AT: usize = 124;
+/// Where a version 2 slot keeps its CRC (its length minus 4).
+const V2_CRC_AT: usize = 92;
 /// Where the second slot starts; also the size of one slot's sector.
 const SLOT_STRIDE: usize = 512;
 /// Bytes of the whole file.
@@ -82,6 +95,7 @@ const VOTE: u16 = 1 << 0;
 const VOTE_COMMITTED: u16 = 1 << 1;
 const COMMITTED: u16 = 1 << 2;
 const PURGED: u16 = 1 << 3;
+const PURGED_HASH: u16 = 1 << 4;
 
 /// What the metadata file holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,6 +107,11 @@ pub(crate) struct RaftMeta {
     /// The last purged log id: everything at or below it is gone from the
     /// log's visible range.
     pub purged: Option<LogId>,
+    /// The chain hash of the last purged entry, when known: the log
+    /// continues its hash chain from it if the purge took it past its end
+    /// (a snapshot newer than the log), and finishing such a purge after a
+    /// crash needs it.
+    pub purged_hash: Option<ChainHash>,
 }
 
 impl RaftMeta {
@@ -118,6 +137,10 @@ impl RaftMeta {
             flags |= PURGED;
             put_log_id(&mut b, 64, p);
         }
+        if let Some(h) = &self.purged_hash {
+            flags |= PURGED_HASH;
+            b[92..124].copy_from_slice(h);
+        }
         b[10..12].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32fast::hash(&b[..CRC_AT]);
         b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
@@ -132,14 +155,22 @@ impl RaftMeta {
         if b[0..8] != MAGIC {
             return Err("wrong magic");
         }
-        if crc32fast::hash(&b[..CRC_AT]) != u32::from_le_bytes(word(b, CRC_AT)) {
+        // The version is read before the CRC is checked because it says
+        // where the CRC is; a flipped version byte still fails a CRC (or is
+        // unknown).
+        let (crc_at, known) = match u16::from_le_bytes([b[8], b[9]]) {
+            VERSION => (
+                CRC_AT,
+                VOTE | VOTE_COMMITTED | COMMITTED | PURGED | PURGED_HASH,
+            ),
+            VERSION_2 => (V2_CRC_AT, VOTE | VOTE_COMMITTED | COMMITTED | PURGED),
+            _ => return Err("unknown format version"),
+        };
+        if crc32fast::hash(&b[..crc_at]) != u32::from_le_bytes(word(b, crc_at)) {
             return Err("CRC mismatch");
         }
-        if u16::from_le_bytes([b[8], b[9]]) != VERSION {
-            return Err("unknown format version");
-        }
         let flags = u16::from_le_bytes([b[10], b[11]]);
-        if flags & !(VOTE | VOTE_COMMITTED | COMMITTED | PURGED) != 0 {
+        if flags & !known != 0 {
             return Err("unknown flags");
         }
         let vote = (flags & VOTE != 0).then(|| {
@@ -155,6 +186,11 @@ impl RaftMeta {
             vote,
             committed: (flags & COMMITTED != 0).then(|| get_log_id(b, 40)),
             purged: (flags & PURGED != 0).then(|| get_log_id(b, 64)),
+            purged_hash: (flags & PURGED_HASH != 0).then(|| {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&b[92..124]);
+                h
+            }),
         };
         Ok((get(b, 16), meta))
     }
@@ -258,7 +294,10 @@ impl MetaFile {
             return Ok(());
         }
         // See the module docs: vote and purge point go to both slots.
-        let copies = if new.vote != old.vote || new.purged != old.purged {
+        let copies = if new.vote != old.vote
+            || new.purged != old.purged
+            || new.purged_hash != old.purged_hash
+        {
             2
         } else {
             1
@@ -363,6 +402,7 @@ mod tests {
             )),
             committed: Some(log_id(8, 1, 1000)),
             purged: Some(log_id(3, 4, u64::MAX)),
+            purged_hash: Some([0xA5; 32]),
         };
         for m in [
             full,
@@ -382,10 +422,50 @@ mod tests {
         }
     }
 
+    /// A slot as version 2 wrote it (96 bytes, CRC at 92), padded to the
+    /// slot length as it sits in its sector.
+    fn v2_slot(seq: u64, purged: LogId) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&VERSION_2.to_le_bytes());
+        b[10..12].copy_from_slice(&PURGED.to_le_bytes());
+        put(&mut b, 16, seq);
+        put_log_id(&mut b, 64, &purged);
+        let crc = crc32fast::hash(&b[..V2_CRC_AT]);
+        b[V2_CRC_AT..V2_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_version_2_file_is_read_and_rewritten_as_version_3() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut file = vec![0u8; FILE_LEN];
+        file[..LEN].copy_from_slice(&v2_slot(4, log_id(2, 1, 30)));
+        file[SLOT_STRIDE..SLOT_STRIDE + LEN].copy_from_slice(&v2_slot(5, log_id(2, 1, 31)));
+        std::fs::write(dir.path().join(META_FILE), &file).expect("write");
+        let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+        let meta = MetaFile::open(fs.clone(), dir.path()).expect("open");
+        let m = meta.get();
+        assert_eq!((m.purged, m.purged_hash), (Some(log_id(2, 1, 31)), None));
+        meta.update(|m| m.committed = Some(log_id(2, 1, 40)))
+            .expect("update");
+        drop(meta);
+        let bytes = std::fs::read(dir.path().join(META_FILE)).expect("read");
+        let versions: Vec<u16> = [0, SLOT_STRIDE]
+            .iter()
+            .map(|at| u16::from_le_bytes([bytes[at + 8], bytes[at + 9]]))
+            .collect();
+        assert!(versions.contains(&VERSION), "the update wrote version 3");
+        let m = MetaFile::open(fs, dir.path()).expect("reopen").get();
+        assert_eq!(m.committed, Some(log_id(2, 1, 40)));
+        assert_eq!(m.purged, Some(log_id(2, 1, 31)));
+    }
+
     #[test]
     fn any_flipped_bit_is_detected() {
         let m = RaftMeta {
             committed: Some(log_id(2, 1, 7)),
+            purged_hash: Some([3; 32]),
             ..RaftMeta::default()
         };
         let good = m.encode(3);

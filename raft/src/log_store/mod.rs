@@ -45,7 +45,8 @@ use openraft::storage::{IOFlushed, LogState as RaftLogState, RaftLogStorage};
 
 pub use self::meta::META_FILE;
 pub use self::partition_log::LOG_DIR;
-use self::partition_log::{PartitionLog, Shared};
+pub(crate) use self::partition_log::PartitionLog;
+use self::partition_log::Shared;
 use self::reader::blocking;
 pub use self::reader::{LogReader, MAX_READ_BYTES};
 use self::writer::Writer;
@@ -83,6 +84,12 @@ impl LogStore {
     /// The underlying log's first and next index and head hash.
     pub fn log_state(&self) -> missive_log::LogState {
         self.log.log_state()
+    }
+
+    /// The log this store writes, shared (for the partition's state
+    /// machine store, which links its snapshots to it).
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.log
     }
 
     /// A reader of this store's entries and vote.

@@ -25,15 +25,16 @@
 //!   ones, which take a short lock and never do I/O.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use missive_log::{Log, LogState, Options, Record};
+use missive_log::{ChainHash, Log, LogState, Options, Record};
 use tokio::sync::watch;
 
 use super::meta::{MetaFile, RaftMeta};
 use super::pending::Pending;
 use crate::error::{Error, Result};
 use crate::pb::{decode_entry, encode_entry};
+use crate::snapshot::SnapshotDir;
 use crate::types::{Entry, LogId, Vote};
 
 /// Name of the log's directory inside a partition directory.
@@ -60,6 +61,12 @@ pub(crate) struct PartitionLog {
     /// instead, as the failed write itself does (found by the chaos test,
     /// which fails a follower's fdatasync).
     failed_write: Mutex<Option<String>>,
+    /// The partition's snapshot directory, once a state machine store is
+    /// opened with this log. A purge past the log's end (a snapshot newer
+    /// than the log) takes from it the chain hash of the snapshot's last
+    /// entry, to continue the log's chain from. Set once; without it such a
+    /// purge restarts the chain.
+    snapshots: OnceLock<Arc<SnapshotDir>>,
     /// Dropped after `log` (fields drop in declaration order), which tells
     /// the receivers the log is closed and its directory unlocked.
     closed: watch::Sender<()>,
@@ -73,12 +80,18 @@ impl PartitionLog {
             .map_err(|e| Error::io("create dir", dir, e))?;
         let meta = MetaFile::open(opts.fs.clone(), dir)?;
         let log = Log::open(dir.join(LOG_DIR), opts.clone())?;
-        // Finish a purge a crash interrupted between its two steps.
-        if let Some(purged) = meta.get().purged
+        // Finish a purge a crash interrupted between its two steps, with
+        // the chain hash it carried (durable in `raft-meta` before the log
+        // was touched), so a jump past the log's end continues the chain.
+        let m = meta.get();
+        if let Some(purged) = m.purged
             && purged.index >= log.state().first_index
         {
             tracing::info!(dir = %dir.display(), index = purged.index, "finishing an interrupted purge");
-            log.purge(purged.index)?;
+            match m.purged_hash {
+                Some(hash) => log.purge_with_hash(purged.index, hash)?,
+                None => log.purge(purged.index)?,
+            }
         }
         let last_timestamp = match last_record(&log)? {
             Some(e) => e.timestamp_ms.unwrap_or(0),
@@ -91,6 +104,7 @@ impl PartitionLog {
             pending: Mutex::new(Pending::new(last_timestamp)),
             opts,
             failed_write: Mutex::new(None),
+            snapshots: OnceLock::new(),
             closed: watch::Sender::new(()),
         })
     }
@@ -125,6 +139,52 @@ impl PartitionLog {
     /// The underlying log's extent and head hash.
     pub fn log_state(&self) -> LogState {
         self.log.state()
+    }
+
+    /// Links the partition's snapshot directory (see `snapshots`). A second
+    /// link is ignored: one log has one snapshot directory.
+    pub fn link_snapshots(&self, snapshots: Arc<SnapshotDir>) {
+        if self.snapshots.set(snapshots).is_err() {
+            tracing::warn!(dir = %self.dir.display(), "a second state machine store linked to this log is ignored");
+        }
+    }
+
+    /// The chain hash of entry `index`, durable or not: from the log (which
+    /// also knows it at its purge point), or, for an entry still in the
+    /// overlay, computed from the log's head hash exactly as the writer
+    /// will chain it. `None` if this replica cannot know it: the entry lies
+    /// below its purge point. Blocking.
+    pub fn chain_hash_at(&self, index: u64) -> Result<Option<ChainHash>> {
+        // The overlay lock is taken before the log's state is read: the
+        // writer removes entries from the overlay only after the log holds
+        // them, so under the lock every entry from the log's end on is
+        // still in the overlay.
+        let pending = self.pending();
+        let st = self.log.state();
+        if index < st.next_index {
+            drop(pending);
+            return match self.log.chain_hash_at(index) {
+                Ok(hash) => Ok(Some(hash)),
+                Err(missive_log::Error::Purged { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+        let mut hash = st.head_hash;
+        let mut at = st.next_index;
+        let mut buf = Vec::new();
+        for e in pending.range(st.next_index, index + 1) {
+            if e.log_id.index != at {
+                return Ok(None);
+            }
+            buf.clear();
+            encode_entry(e, &mut buf);
+            let ts = e
+                .timestamp_ms
+                .expect("invariant: the overlay stamps every entry it accepts");
+            hash = missive_log::format::chain_hash(&hash, at, ts, &buf);
+            at += 1;
+        }
+        Ok((at == index + 1).then_some(hash))
     }
 
     /// Makes `vote` durable. Blocking.
@@ -275,15 +335,49 @@ impl PartitionLog {
         if self.meta().purged.is_some_and(|p| p >= upto) {
             return Ok(());
         }
-        // First the term, durable: once the log's purge point moves, this
-        // file is the only place that remembers which entry was last purged.
-        self.meta.update(|m| m.purged = Some(upto))?;
+        let hash = self.purge_hash(upto)?;
+        // First the term and the hash, durable: once the log's purge point
+        // moves, this file is the only place that remembers which entry was
+        // last purged, and a purge past the log's end cut short by a crash
+        // is finished on reopen with this hash.
+        self.meta.update(|m| {
+            m.purged = Some(upto);
+            m.purged_hash = hash;
+        })?;
         self.pending().remove_through(upto.index);
         // Logical in the log: the segments stay until retention deletes
         // them. With `upto` at or past the end (a snapshot newer than the
-        // log) the log continues at `upto + 1`.
-        self.log.purge(upto.index)?;
+        // log) the log continues at `upto + 1`, chaining on the snapshot's
+        // hash, so its chain hashes match the replicas that hold the
+        // entries in between.
+        match hash {
+            Some(h) => self.log.purge_with_hash(upto.index, h)?,
+            None => self.log.purge(upto.index)?,
+        }
         Ok(())
+    }
+
+    /// The chain hash of `upto`, the entry a purge ends at: from the log if
+    /// it holds it, else from the current snapshot if that ends at `upto`
+    /// (openraft purges past the log's end only after installing such a
+    /// snapshot). Blocking.
+    fn purge_hash(&self, upto: LogId) -> Result<Option<ChainHash>> {
+        let st = self.log.state();
+        if upto.index < st.next_index {
+            return match self.log.chain_hash_at(upto.index) {
+                Ok(hash) => Ok(Some(hash)),
+                Err(e) if e.is_fatal() => Err(e.into()),
+                Err(_) => Ok(None),
+            };
+        }
+        let carried = self.snapshots.get().and_then(|s| s.chain_hash_of(upto));
+        if carried.is_none() {
+            tracing::warn!(
+                dir = %self.dir.display(), %upto,
+                "purge past the log's end without the snapshot's chain hash: the hash chain restarts"
+            );
+        }
+        Ok(carried)
     }
 
     /// The overlay's first index and its entries in `from..to`. Never

@@ -214,7 +214,11 @@ impl<SM: StateMachine> Node<SM> {
             reset_incoming(&pdir).await?;
             let log = LogStore::open(&pdir, config.log.clone()).await?;
             closed.push(Box::pin(log.closed()));
-            let sm = StateMachineStore::open(pdir.join(SNAPSHOT_DIR), state_machine(p)).await?;
+            // Linked, so snapshots carry the log's chain hash and a replica
+            // that catches up by snapshot keeps the chain its peers have.
+            let sm =
+                StateMachineStore::open_with_log(pdir.join(SNAPSHOT_DIR), state_machine(p), &log)
+                    .await?;
             let network = PartitionNetwork {
                 peers: peers.clone(),
                 partition: p,

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use missive_log::ChainHash;
+
 use super::file::SnapshotFile;
 use super::format::{self, check_body, copy_checked, read_head};
 use crate::applied_state::AppliedState;
 use crate::error::{BoxError, Error, Result};
-use crate::types::SnapshotMeta;
+use crate::types::{LogId, SnapshotMeta};
 
 /// File name of the current snapshot.
 const CURRENT: &str = "current.snap";
@@ -25,15 +27,24 @@ const CURRENT: &str = "current.snap";
 /// install.
 pub(crate) type DataReader = std::io::Take<BufReader<File>>;
 
+/// What is known of the current snapshot without reading it.
+#[derive(Clone, Debug)]
+struct Current {
+    /// The state it leaves a state machine in.
+    state: AppliedState,
+    /// The chain hash of its last entry, if its builder knew it.
+    chain_hash: Option<ChainHash>,
+}
+
 /// A partition's snapshot directory.
 #[derive(Debug)]
 pub(crate) struct SnapshotDir {
     /// The directory.
     dir: PathBuf,
-    /// The applied state of the current snapshot, `None` if there is none.
-    /// Held while the current snapshot is replaced, so replacements are
-    /// ordered and never move backwards.
-    current: Mutex<Option<AppliedState>>,
+    /// The current snapshot's applied state and chain hash, `None` if
+    /// there is none. Held while the current snapshot is replaced, so
+    /// replacements are ordered and never move backwards.
+    current: Mutex<Option<Current>>,
     /// Makes temporary file names unique.
     tmp_seq: AtomicU64,
 }
@@ -53,7 +64,13 @@ impl SnapshotDir {
         }
         let path = dir.join(CURRENT);
         let current = match File::open(&path) {
-            Ok(f) => Some(read_head(&f, &path)?.1),
+            Ok(f) => {
+                let (header, state) = read_head(&f, &path)?;
+                Some(Current {
+                    state,
+                    chain_hash: header.chain_hash,
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("open", path, e)),
         };
@@ -64,7 +81,7 @@ impl SnapshotDir {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<AppliedState>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
         // Updated by single assignments after the file work: still coherent
         // after a panic elsewhere.
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
@@ -77,13 +94,23 @@ impl SnapshotDir {
 
     /// The applied state of the current snapshot.
     pub fn current_state(&self) -> Option<AppliedState> {
-        self.lock().clone()
+        self.lock().as_ref().map(|c| c.state.clone())
+    }
+
+    /// The chain hash of entry `last` as the current snapshot carries it,
+    /// if the current snapshot ends at `last` and carries one. Never does
+    /// I/O.
+    pub fn chain_hash_of(&self, last: LogId) -> Option<ChainHash> {
+        self.lock()
+            .as_ref()
+            .filter(|c| c.state.last_applied == Some(last))
+            .and_then(|c| c.chain_hash)
     }
 
     /// The current snapshot, opened. Blocking.
     pub fn current(&self) -> Result<Option<(SnapshotMeta, SnapshotFile)>> {
         let current = self.lock();
-        let Some(state) = &*current else {
+        let Some(Current { state, .. }) = &*current else {
             return Ok(None);
         };
         // Opened under the lock, so the file is the one `state` describes.
@@ -95,16 +122,17 @@ impl SnapshotDir {
         )))
     }
 
-    /// Writes a snapshot of `state` whose data `write_data` streams, and
-    /// makes it current unless a snapshot at least as new already is.
-    /// Blocking.
+    /// Writes a snapshot of `state` — whose last entry has `chain_hash` in
+    /// the log, if known — with the data `write_data` streams, and makes it
+    /// current unless a snapshot at least as new already is. Blocking.
     pub fn build(
         &self,
         state: &AppliedState,
+        chain_hash: Option<ChainHash>,
         write_data: impl FnOnce(&mut dyn std::io::Write) -> std::result::Result<(), BoxError>,
     ) -> Result<SnapshotFile> {
         let tmp = self.tmp_path("build");
-        let built = format::write_file(&tmp, state, write_data);
+        let built = format::write_file(&tmp, state, chain_hash, write_data);
         let opened = built.and_then(|_| File::open(&tmp).map_err(|e| Error::io("open", &tmp, e)));
         let file = match opened {
             Ok(f) => f,
@@ -116,10 +144,13 @@ impl SnapshotDir {
         let mut current = self.lock();
         let newer = current
             .as_ref()
-            .is_none_or(|c| c.last_applied < state.last_applied);
+            .is_none_or(|c| c.state.last_applied < state.last_applied);
         if newer {
             self.make_current(&tmp)?;
-            *current = Some(state.clone());
+            *current = Some(Current {
+                state: state.clone(),
+                chain_hash,
+            });
             Ok(SnapshotFile::from_parts(self.dir.join(CURRENT), file))
         } else {
             // A newer snapshot was installed meanwhile; this one is still a
@@ -158,7 +189,10 @@ impl SnapshotDir {
         };
         let mut current = self.lock();
         self.make_current(&tmp)?;
-        *current = Some(state.clone());
+        *current = Some(Current {
+            state: state.clone(),
+            chain_hash: header.chain_hash,
+        });
         drop(current);
         // Read through the handle opened before the rename: a later
         // replacement of the current snapshot cannot swap the data.
@@ -171,7 +205,7 @@ impl SnapshotDir {
     /// snapshot current and installing it). Blocking.
     pub fn current_data(&self) -> Result<Option<(AppliedState, DataReader)>> {
         let current = self.lock();
-        let Some(state) = current.clone() else {
+        let Some(Current { state, .. }) = current.clone() else {
             return Ok(None);
         };
         let path = self.dir.join(CURRENT);

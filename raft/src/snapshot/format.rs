@@ -1,33 +1,56 @@
 //! The bytes of a snapshot file.
 //!
 //! ```text
-//! header (32 bytes, little-endian)
+//! header (64 bytes, little-endian), format version 2
 //!   0  8  magic "MSVSNAPS"
-//!   8  2  format version, 1
-//!  10  2  reserved, zero
+//!   8  2  format version, 2
+//!  10  2  flags: bit 0 chain hash present
 //!  12  4  state length s (≤ MAX_STATE_BYTES)
 //!  16  8  data length d
 //!  24  4  CRC32 of the body (state and data)
-//!  28  4  CRC32 of header bytes 0..28
+//!  28 32  chain hash of the snapshot's last entry in the partition's log
+//!         (zero when flag bit 0 is clear: the builder did not know it)
+//!  60  4  CRC32 of header bytes 0..60
 //! state (s bytes): the `AppliedState` the snapshot leaves a state machine in
 //! data  (d bytes): what the state machine's `SnapshotSource` wrote
 //! ```
 //!
-//! The file is exactly 32 + s + d bytes long. The header is written last
+//! The file is exactly 64 + s + d bytes long. The header is written last
 //! (its lengths and CRC are known only then), before the fdatasync.
+//!
+//! The chain hash travels with the snapshot so that a replica that installs
+//! it past the end of its log continues the log's hash chain from it
+//! (`missive_log::Log::purge_with_hash`) and ends up with the chain hash
+//! every other replica has at the same index.
+//!
+//! Version 1 files (written before the chain hash existed) have a 32-byte
+//! header: the same fields up to byte 28 (bytes 10..12 reserved, zero), then
+//! the CRC32 of header bytes 0..28; the body follows at byte 32. They are
+//! still read, as snapshots without a chain hash, and copied as they are.
+//! Code that knows only version 1 refuses a version 2 file ("unknown format
+//! version") rather than misplace its body.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use missive_log::ChainHash;
+
 use crate::applied_state::AppliedState;
 use crate::error::{BoxError, Error, Result};
 
-/// Length of the header.
-pub(crate) const HEADER_LEN: usize = 32;
+/// Length of the header this code writes (version 2).
+pub(crate) const HEADER_LEN: usize = 64;
+/// Length of a version 1 header.
+const V1_HEADER_LEN: usize = 32;
 const MAGIC: [u8; 8] = *b"MSVSNAPS";
-const VERSION: u16 = 1;
+/// The version this code writes.
+const VERSION: u16 = 2;
+/// The version before the chain hash, still read.
+const VERSION_1: u16 = 1;
+/// Header flag: the chain hash field holds the hash of the last entry.
+const HAS_CHAIN_HASH: u16 = 1 << 0;
 
 /// Bound on the encoded applied state in a header. It holds a membership,
 /// so it is small; the bound keeps a corrupt length from allocating much.
@@ -39,37 +62,74 @@ const CHUNK: usize = 64 << 10;
 /// The header of a snapshot file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
+    /// The format version the header was read in or is written in; a copy
+    /// keeps it, so the body stays where the header says.
+    pub version: u16,
     /// Length of the encoded applied state.
     pub state_len: u32,
     /// Length of the state machine's data.
     pub data_len: u64,
     /// CRC32 of state and data.
     pub body_crc: u32,
+    /// The chain hash of the snapshot's last entry, if its builder knew it
+    /// (never in version 1).
+    pub chain_hash: Option<ChainHash>,
 }
 
 impl Header {
-    fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
+    /// The header's length in its version.
+    pub fn header_len(&self) -> usize {
+        if self.version == VERSION_1 {
+            V1_HEADER_LEN
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let len = self.header_len();
+        let mut b = vec![0u8; len];
         b[0..8].copy_from_slice(&MAGIC);
-        b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
         b[12..16].copy_from_slice(&self.state_len.to_le_bytes());
         b[16..24].copy_from_slice(&self.data_len.to_le_bytes());
         b[24..28].copy_from_slice(&self.body_crc.to_le_bytes());
-        let crc = crc32fast::hash(&b[..28]);
-        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        if self.version != VERSION_1
+            && let Some(hash) = &self.chain_hash
+        {
+            b[10..12].copy_from_slice(&HAS_CHAIN_HASH.to_le_bytes());
+            b[28..60].copy_from_slice(hash);
+        }
+        let crc_at = len - 4;
+        let crc = crc32fast::hash(&b[..crc_at]);
+        b[crc_at..].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    fn decode(b: &[u8; HEADER_LEN]) -> std::result::Result<Header, &'static str> {
+    /// Decodes the header at the start of `b` (which holds at least the
+    /// header, or the whole file if it is shorter).
+    fn decode(b: &[u8]) -> std::result::Result<Header, &'static str> {
         let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        if b.len() < V1_HEADER_LEN {
+            return Err("shorter than a header");
+        }
         if b[0..8] != MAGIC {
             return Err("wrong magic");
         }
-        if crc32fast::hash(&b[..28]) != u32_at(28) {
-            return Err("header CRC mismatch");
+        // The version says where the header's CRC is, so it is read first;
+        // a damaged version is unknown or fails that CRC.
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        let len = match version {
+            VERSION => HEADER_LEN,
+            VERSION_1 => V1_HEADER_LEN,
+            _ => return Err("unknown format version"),
+        };
+        if b.len() < len {
+            return Err("shorter than a header");
         }
-        if u16::from_le_bytes([b[8], b[9]]) != VERSION {
-            return Err("unknown format version");
+        let crc_at = len - 4;
+        if crc32fast::hash(&b[..crc_at]) != u32_at(crc_at) {
+            return Err("header CRC mismatch");
         }
         let state_len = u32_at(12);
         if state_len > MAX_STATE_BYTES {
@@ -77,16 +137,31 @@ impl Header {
         }
         let mut d = [0u8; 8];
         d.copy_from_slice(&b[16..24]);
+        let chain_hash = if version == VERSION {
+            let flags = u16::from_le_bytes([b[10], b[11]]);
+            if flags & !HAS_CHAIN_HASH != 0 {
+                return Err("unknown header flags");
+            }
+            (flags & HAS_CHAIN_HASH != 0).then(|| {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(&b[28..60]);
+                h
+            })
+        } else {
+            None
+        };
         Ok(Header {
+            version,
             state_len,
             data_len: u64::from_le_bytes(d),
             body_crc: u32_at(24),
+            chain_hash,
         })
     }
 
     /// Where the data starts.
     pub fn data_offset(&self) -> u64 {
-        HEADER_LEN as u64 + u64::from(self.state_len)
+        self.header_len() as u64 + u64::from(self.state_len)
     }
 
     /// The length of the whole file.
@@ -124,6 +199,7 @@ impl<W: Write> Write for Checksummed<W> {
 pub(crate) fn write_file(
     path: &Path,
     state: &AppliedState,
+    chain_hash: Option<ChainHash>,
     write_data: impl FnOnce(&mut dyn Write) -> std::result::Result<(), BoxError>,
 ) -> Result<Header> {
     let file = File::options()
@@ -157,9 +233,11 @@ pub(crate) fn write_file(
         .into_inner()
         .map_err(|e| Error::io("write", path, e.into_error()))?;
     let header = Header {
+        version: VERSION,
         state_len,
         data_len: body.len - u64::from(state_len),
         body_crc: body.crc.finalize(),
+        chain_hash,
     };
     file.write_all_at(&header.encode(), 0)
         .map_err(|e| Error::io("write", path, e))?;
@@ -192,16 +270,16 @@ impl Write for Positioned<'_> {
 /// Reads and checks the header and the applied state of a snapshot file
 /// (not the data: see [`check_body`]).
 pub(crate) fn read_head(file: &File, path: &Path) -> Result<(Header, AppliedState)> {
-    let mut h = [0u8; HEADER_LEN];
-    file.read_exact_at(&mut h, 0).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => Error::corrupt_snapshot(path, "shorter than a header"),
-        _ => Error::io("read", path, e),
-    })?;
-    let header = Header::decode(&h).map_err(|reason| Error::corrupt_snapshot(path, reason))?;
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat", path, e))?
         .len();
+    // As much as the longest header, or the whole file if it is shorter;
+    // `decode` tells which version, and so how much of it, is the header.
+    let mut h = vec![0u8; len.min(HEADER_LEN as u64) as usize];
+    file.read_exact_at(&mut h, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    let header = Header::decode(&h).map_err(|reason| Error::corrupt_snapshot(path, reason))?;
     if len != header.file_len() {
         return Err(Error::corrupt_snapshot(
             path,
@@ -209,7 +287,7 @@ pub(crate) fn read_head(file: &File, path: &Path) -> Result<(Header, AppliedStat
         ));
     }
     let mut state = vec![0u8; header.state_len as usize];
-    file.read_exact_at(&mut state, HEADER_LEN as u64)
+    file.read_exact_at(&mut state, header.header_len() as u64)
         .map_err(|e| Error::io("read", path, e))?;
     let state = AppliedState::decode(&state)
         .map_err(|e| Error::corrupt_snapshot(path, format!("applied state: {e}")))?;
@@ -226,7 +304,7 @@ pub(crate) fn check_body(
 ) -> Result<()> {
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
-    let mut pos = HEADER_LEN as u64;
+    let mut pos = header.header_len() as u64;
     let end = header.file_len();
     while pos < end {
         let n = (end - pos).min(CHUNK as u64) as usize;
@@ -264,7 +342,7 @@ pub(crate) fn copy_checked(
         CHUNK,
         Positioned {
             file: &dst,
-            pos: HEADER_LEN as u64,
+            pos: header.header_len() as u64,
         },
     );
     check_body(src, src_path, &header, Some(&mut out))?;
@@ -282,24 +360,65 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_refuses_any_flipped_bit() {
-        let h = Header {
-            state_len: 70,
-            data_len: 1 << 40,
-            body_crc: 0xdead_beef,
-        };
-        let b = h.encode();
-        assert_eq!(Header::decode(&b), Ok(h));
-        for byte in 0..HEADER_LEN {
-            let mut bad = b;
-            bad[byte] ^= 0x10;
-            assert!(Header::decode(&bad).is_err(), "byte {byte}");
+        for (version, chain_hash) in [
+            (VERSION, Some([0x5A; 32])),
+            (VERSION, None),
+            (VERSION_1, None),
+        ] {
+            let h = Header {
+                version,
+                state_len: 70,
+                data_len: 1 << 40,
+                body_crc: 0xdead_beef,
+                chain_hash,
+            };
+            let b = h.encode();
+            assert_eq!(b.len(), h.header_len());
+            assert_eq!(Header::decode(&b), Ok(h));
+            for byte in 0..b.len() {
+                let mut bad = b.clone();
+                bad[byte] ^= 0x10;
+                assert!(
+                    Header::decode(&bad).is_err(),
+                    "version {version}, byte {byte}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_version_1_file_is_read_without_a_chain_hash_and_copied_unchanged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = AppliedState::default().encode();
+        let data = b"version one data";
+        let mut body = state.clone();
+        body.extend_from_slice(data);
+        let header = Header {
+            version: VERSION_1,
+            state_len: state.len() as u32,
+            data_len: data.len() as u64,
+            body_crc: crc32fast::hash(&body),
+            chain_hash: None,
+        };
+        let mut file = header.encode();
+        assert_eq!(file.len(), 32, "a version 1 header is 32 bytes");
+        file.extend_from_slice(&body);
+        let path = dir.path().join("v1");
+        std::fs::write(&path, &file).expect("write");
+        let f = File::open(&path).expect("open");
+        let (h, read_state) = read_head(&f, &path).expect("head");
+        assert_eq!((h.version, h.chain_hash), (VERSION_1, None));
+        assert_eq!(read_state, AppliedState::default());
+        assert_eq!(h.data_offset(), 32 + state.len() as u64);
+        let copy = dir.path().join("copy");
+        copy_checked(&f, &path, &copy).expect("copy");
+        assert_eq!(std::fs::read(&copy).expect("read copy"), file);
     }
 
     fn written(dir: &Path, data: &[u8]) -> std::path::PathBuf {
         let path = dir.join("s");
         let data = data.to_vec();
-        write_file(&path, &AppliedState::default(), move |out| {
+        write_file(&path, &AppliedState::default(), Some([1; 32]), move |out| {
             out.write_all(&data)?;
             Ok(())
         })
@@ -316,6 +435,7 @@ mod tests {
         let (h, state) = read_head(&f, &path).expect("head");
         assert_eq!(state, AppliedState::default());
         assert_eq!(h.data_len, data.len() as u64);
+        assert_eq!(h.chain_hash, Some([1; 32]));
         let copy = dir.path().join("copy");
         copy_checked(&f, &path, &copy).expect("copy");
         assert_eq!(
