@@ -67,6 +67,8 @@ mod report;
 mod rng;
 mod sled_store;
 mod store;
+#[cfg(test)]
+mod tests;
 mod workload;
 
 use footprint::{DiskUsage, disk_usage};
