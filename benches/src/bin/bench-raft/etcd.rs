@@ -24,6 +24,9 @@ mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
+/// Members the script starts.
+const MEMBERS: u32 = 3;
+
 /// How long the members may take to agree on a leader after the script
 /// reported them healthy.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +49,8 @@ pub(crate) struct EtcdCluster {
     leader: String,
     /// The version the members report.
     version: String,
+    /// The members' process ids, from the script's pid files.
+    pids: Vec<u32>,
     /// Set once `stop` ran, so drop does not run it again.
     stopped: bool,
 }
@@ -59,6 +64,7 @@ impl EtcdCluster {
             dir: dir.to_owned(),
             leader: String::new(),
             version: String::new(),
+            pids: Vec::new(),
             stopped: false,
         };
         eprintln!("etcd: starting 3 members ({} start)", script().display());
@@ -88,6 +94,7 @@ impl EtcdCluster {
         eprintln!("etcd {version}: leader at {leader}");
         cluster.leader = leader;
         cluster.version = version;
+        cluster.pids = member_pids(&cluster.dir)?;
         Ok(cluster)
     }
 
@@ -116,6 +123,23 @@ impl Drop for EtcdCluster {
             eprintln!("etcd-cluster stop: {e:#}");
         }
     }
+}
+
+/// The members' process ids, from the `etcd-N.pid` files the script
+/// writes.
+fn member_pids(dir: &Path) -> Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for n in 1..=MEMBERS {
+        let file = dir.join(format!("etcd-{n}.pid"));
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        pids.push(
+            text.trim()
+                .parse()
+                .with_context(|| format!("{}: not a process id", file.display()))?,
+        );
+    }
+    Ok(pids)
 }
 
 fn stop_members(dir: &Path) -> Result<std::process::ExitStatus> {
@@ -178,6 +202,10 @@ impl System for EtcdCluster {
             keys: (0..clients).map(|c| key_of(c).into_bytes()).collect(),
             value: value().into_bytes(),
         })
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.pids.clone()
     }
 }
 

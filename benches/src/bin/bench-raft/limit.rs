@@ -5,9 +5,15 @@
 //! durable, so one of these is the floor of a 1-client commit; a 3-node
 //! commit also waits for a follower's, on the same disk here, partly in
 //! parallel with the leader's.
+//!
+//! Two loops: **append**, which grows the file as missive-log's segments
+//! grow (each fdatasync also records the new size: the limit the goal is
+//! measured against), and **overwrite**, into a file written and synced
+//! beforehand, as into a preallocated WAL segment (etcd preallocates its
+//! segments): data alone, the device's floor.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -25,20 +31,52 @@ pub(crate) struct SyncLatency {
     pub(crate) syncs: u64,
 }
 
-/// Appends [`VALUE_BYTES`] bytes and fdatasyncs, one after the other, for
-/// `time`, to a new file in `dir` (removed afterwards). Appending grows the
-/// file, as a log's appends do, so each fdatasync also writes the new size.
-pub(crate) fn fdatasync_latency(dir: &Path, time: Duration) -> Result<SyncLatency> {
+/// Size of the file the overwrite loop writes into: more than it can fill
+/// in its time at this disk's speeds (it wraps around if not).
+const OVERWRITE_FILE_BYTES: usize = 16 << 20;
+
+/// Both loops of one measurement.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limit {
+    pub(crate) append: SyncLatency,
+    pub(crate) overwrite: SyncLatency,
+}
+
+/// Runs the append loop, then the overwrite loop, each for `time`.
+pub(crate) fn measure_limit(dir: &Path, time: Duration) -> Result<Limit> {
+    Ok(Limit {
+        append: fdatasync_latency(dir, time, false)?,
+        overwrite: fdatasync_latency(dir, time, true)?,
+    })
+}
+
+/// Writes [`VALUE_BYTES`] bytes and fdatasyncs, one after the other, for
+/// `time`, into a new file in `dir` (removed afterwards): appending to it
+/// from empty, or, with `overwrite`, over its first bytes once it has been
+/// filled and synced.
+fn fdatasync_latency(dir: &Path, time: Duration, overwrite: bool) -> Result<SyncLatency> {
     let path = dir.join("limit-write-fdatasync");
     let mut file = File::create_new(&path).with_context(|| format!("creating {path:?}"))?;
+    if overwrite {
+        file.write_all(&vec![0; OVERWRITE_FILE_BYTES])
+            .context("limit fill")?;
+        file.sync_all().context("limit fill fsync")?;
+        file.seek(SeekFrom::Start(0)).context("limit seek")?;
+    }
     let value = [0x5A; VALUE_BYTES];
     let mut latencies_us = Vec::new();
+    let mut written = 0;
     let start = Instant::now();
     while start.elapsed() < time {
+        if overwrite && written + VALUE_BYTES > OVERWRITE_FILE_BYTES {
+            file.seek(SeekFrom::Start(0)).context("limit seek")?;
+            written = 0;
+        }
         let t = Instant::now();
         file.write_all(&value).context("limit write")?;
         file.sync_data().context("limit fdatasync")?;
         latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
+        written += VALUE_BYTES;
     }
     drop(file);
     fs::remove_file(&path).with_context(|| format!("removing {path:?}"))?;

@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use missive_benches::stats::quantile;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep_until};
 
+use crate::cpu::{cpu_seconds, own_cpu_seconds};
 use crate::{MAX_CONNECTIONS, Plan, VALUE_BYTES};
 
 /// How long a client waits after a failed write before the next.
@@ -31,6 +32,9 @@ pub(crate) trait System {
         clients: usize,
         connections: usize,
     ) -> impl Future<Output = Result<Self::Writer>> + Send;
+
+    /// The ids of its processes, whose CPU time is measured.
+    fn pids(&self) -> Vec<u32>;
 }
 
 /// Writes of one case.
@@ -72,6 +76,10 @@ pub(crate) struct LoadRun {
     pub(crate) errors: u64,
     /// The first failure, to show what went wrong.
     pub(crate) first_error: Option<String>,
+    /// CPU seconds the system's processes used in the window.
+    pub(crate) server_cpu_s: f64,
+    /// CPU seconds the load generator used in the window.
+    pub(crate) client_cpu_s: f64,
 }
 
 /// Runs `clients` clients against `system` for the plan's warm-up and
@@ -82,6 +90,13 @@ pub(crate) async fn run_load<S: System>(system: &S, clients: usize, plan: Plan) 
     let start = Instant::now();
     let window_start = start + plan.warmup;
     let window_end = window_start + plan.measure;
+    let pids = system.pids();
+    let cpu = tokio::spawn(async move {
+        sleep_until(window_start).await;
+        let (server, client) = (cpu_seconds(&pids), own_cpu_seconds());
+        sleep_until(window_end).await;
+        (cpu_seconds(&pids) - server, own_cpu_seconds() - client)
+    });
     let mut tasks = JoinSet::new();
     for client in 0..clients {
         let writer = writer.clone();
@@ -95,6 +110,9 @@ pub(crate) async fn run_load<S: System>(system: &S, clients: usize, plan: Plan) 
         errors += client.errors;
         first_error = first_error.or(client.first_error);
     }
+    let (server_cpu_s, client_cpu_s) = cpu
+        .await
+        .map_err(|e| anyhow!("the CPU sampler failed: {e}"))?;
     let commits = latencies_us.len() as u64;
     if commits == 0 {
         bail!(
@@ -109,6 +127,8 @@ pub(crate) async fn run_load<S: System>(system: &S, clients: usize, plan: Plan) 
         commits,
         errors,
         first_error,
+        server_cpu_s,
+        client_cpu_s,
     })
 }
 

@@ -37,7 +37,9 @@
 //! systems (the order flips every repeat), and the full run repeats every
 //! case and reports medians. Both clusters run for the whole benchmark; the
 //! one not under load only sends heartbeats. The load generator shares the
-//! machine's cores with both clusters.
+//! machine's cores with both clusters; the CPU time each side's processes and
+//! the generator used in each window is measured (from /proc) and reported,
+//! to tell a CPU-bound figure from a disk-bound one.
 //!
 //! Everything lives in a fresh directory under `target/` (or `--dir`) on the
 //! repository's filesystem: `/tmp` may be tmpfs, where fdatasync is free.
@@ -54,6 +56,7 @@
 //!
 //! # Layout
 //!
+//! - `cpu`: CPU time of the clusters' processes and of the generator.
 //! - `load`: the load generator both systems are driven by.
 //! - `missive`: the missive cluster (processes, init, leader) and its writer.
 //! - `etcd`: the etcd cluster (the script) and its writer.
@@ -68,6 +71,7 @@ use anyhow::{Context, Result, bail};
 use missive_benches::filesystem::filesystem_of;
 use missive_benches::stats::median_of;
 
+mod cpu;
 mod etcd;
 mod limit;
 mod load;
@@ -75,7 +79,7 @@ mod missive;
 mod report;
 
 use crate::etcd::EtcdCluster;
-use crate::limit::{SyncLatency, fdatasync_latency};
+use crate::limit::{Limit, SyncLatency, measure_limit};
 use crate::load::{LoadRun, run_load};
 use crate::missive::MissiveCluster;
 use crate::report::{Case, Report};
@@ -203,26 +207,25 @@ fn main() -> Result<()> {
         .context("starting the runtime")?;
     // Declared after `bench_dir`, so dropped (processes killed) before the
     // directory they write in is removed, on every path out of here.
-    let missive = rt.block_on(MissiveCluster::start(
-        &binary,
-        &bench_dir.path().join("missive"),
-        args.partitions,
-    ))?;
-    let etcd = rt.block_on(EtcdCluster::start(&bench_dir.path().join("etcd")))?;
+    let missive = interruptible(
+        &rt,
+        MissiveCluster::start(&binary, &bench_dir.path().join("missive"), args.partitions),
+    )?;
+    let etcd = interruptible(&rt, EtcdCluster::start(&bench_dir.path().join("etcd")))?;
     let mut runs = Runs::default();
     for repeat in 0..plan.repeats {
         runs.limit
-            .push(fdatasync_latency(bench_dir.path(), plan.limit_time)?);
+            .push(measure_limit(bench_dir.path(), plan.limit_time)?);
         for (i, &clients) in CLIENTS.iter().enumerate() {
             // Alternate which system goes first so that drift of the shared
             // machine falls on both alike.
             let missive_first = (repeat + i) % 2 == 0;
             for first in [missive_first, !missive_first] {
                 let (name, run) = if first {
-                    let run = rt.block_on(run_load(&missive, clients, plan))?;
+                    let run = interruptible(&rt, run_load(&missive, clients, plan))?;
                     ("missive", run)
                 } else {
-                    let run = rt.block_on(run_load(&etcd, clients, plan))?;
+                    let run = interruptible(&rt, run_load(&etcd, clients, plan))?;
                     ("etcd", run)
                 };
                 eprintln!(
@@ -245,19 +248,31 @@ fn main() -> Result<()> {
         }
     }
     runs.limit
-        .push(fdatasync_latency(bench_dir.path(), plan.limit_time)?);
+        .push(measure_limit(bench_dir.path(), plan.limit_time)?);
     let etcd_version = etcd.version().to_owned();
     let leaders = missive.leaders_description();
     rt.block_on(etcd.stop())?;
     missive.stop()?;
-    let limit = SyncLatency {
-        p50_us: median_of(&runs.limit, |l| l.p50_us),
-        p99_us: median_of(&runs.limit, |l| l.p99_us),
-        syncs: runs.limit.iter().map(|l| l.syncs).sum(),
+    let median = |of: fn(&Limit) -> SyncLatency| SyncLatency {
+        p50_us: median_of(&runs.limit, |l| of(l).p50_us),
+        p99_us: median_of(&runs.limit, |l| of(l).p99_us),
+        syncs: runs.limit.iter().map(|l| of(l).syncs).sum(),
+    };
+    let limit = Limit {
+        append: median(|l| l.append),
+        overwrite: median(|l| l.overwrite),
     };
     let cases = CLIENTS
         .iter()
-        .map(|&clients| Case::new(clients, &runs.missive, &runs.etcd, &limit))
+        .map(|&clients| {
+            Case::new(
+                clients,
+                &runs.missive,
+                &runs.etcd,
+                &limit.append,
+                plan.measure,
+            )
+        })
         .collect();
     let report = Report {
         plan,
@@ -275,10 +290,25 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` on `rt`, or fails on Ctrl-C, so that the error path drops (and
+/// so stops) both clusters: etcd members started in the background by a
+/// script ignore the terminal's SIGINT and would outlive the benchmark.
+fn interruptible<T>(
+    rt: &tokio::runtime::Runtime,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    rt.block_on(async {
+        tokio::select! {
+            result = f => result,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    })
+}
+
 /// Every run of every case, per system, and the limit's runs.
 #[derive(Debug, Default)]
 struct Runs {
     missive: Vec<(usize, LoadRun)>,
     etcd: Vec<(usize, LoadRun)>,
-    limit: Vec<SyncLatency>,
+    limit: Vec<Limit>,
 }

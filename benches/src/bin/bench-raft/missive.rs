@@ -331,6 +331,10 @@ impl System for MissiveCluster {
             secret: self.secret.clone(),
         })
     }
+
+    fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.child.id()).collect()
+    }
 }
 
 /// The writes of one case.

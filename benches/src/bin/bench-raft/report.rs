@@ -6,7 +6,8 @@ use std::time::Duration;
 use missive_benches::stats::median_of;
 use serde_json::{Value, json};
 
-use crate::limit::SyncLatency;
+use crate::cpu::cores;
+use crate::limit::{Limit, SyncLatency};
 use crate::load::LoadRun;
 use crate::{MAX_CONNECTIONS, Plan, VALUE_BYTES};
 
@@ -21,10 +22,16 @@ pub(crate) struct Side {
     /// Failed writes, over every repeat.
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
+    /// Cores the system's processes kept busy in the window.
+    pub(crate) server_cores: f64,
+    /// Their CPU time per commit, in µs.
+    pub(crate) server_us_per_commit: f64,
+    /// Cores the load generator kept busy in the window.
+    pub(crate) client_cores: f64,
 }
 
 impl Side {
-    fn of(clients: usize, runs: &[(usize, LoadRun)]) -> Side {
+    fn of(clients: usize, runs: &[(usize, LoadRun)], window: Duration) -> Side {
         let runs: Vec<&LoadRun> = runs
             .iter()
             .filter(|(c, _)| *c == clients)
@@ -37,6 +44,9 @@ impl Side {
             commits: runs.iter().map(|r| r.commits).sum(),
             errors: runs.iter().map(|r| r.errors).sum(),
             first_error: runs.iter().find_map(|r| r.first_error.clone()),
+            server_cores: median_of(&runs, |r| r.server_cpu_s / window.as_secs_f64()),
+            server_us_per_commit: median_of(&runs, |r| r.server_cpu_s * 1e6 / r.commits as f64),
+            client_cores: median_of(&runs, |r| r.client_cpu_s / window.as_secs_f64()),
         }
     }
 
@@ -48,6 +58,9 @@ impl Side {
             "commits": self.commits,
             "errors": self.errors,
             "first_error": self.first_error,
+            "server_cores": self.server_cores,
+            "server_cpu_us_per_commit": self.server_us_per_commit,
+            "load_generator_cores": self.client_cores,
         })
     }
 }
@@ -74,8 +87,12 @@ impl Case {
         missive: &[(usize, LoadRun)],
         etcd: &[(usize, LoadRun)],
         limit: &SyncLatency,
+        window: Duration,
     ) -> Case {
-        let (missive, etcd) = (Side::of(clients, missive), Side::of(clients, etcd));
+        let (missive, etcd) = (
+            Side::of(clients, missive, window),
+            Side::of(clients, etcd, window),
+        );
         Case {
             clients,
             throughput_ratio: missive.commits_per_s / etcd.commits_per_s,
@@ -108,7 +125,7 @@ pub(crate) struct Report<'a> {
     /// Which node led which partition.
     pub(crate) leaders: String,
     pub(crate) etcd_version: String,
-    pub(crate) limit: SyncLatency,
+    pub(crate) limit: Limit,
     pub(crate) cases: Vec<Case>,
 }
 
@@ -164,10 +181,12 @@ impl Report<'_> {
              every client writes to the leader, over min(clients, {MAX_CONNECTIONS}) HTTP/2 \
              connections"
         );
+        let (a, o) = (&self.limit.append, &self.limit.overwrite);
         println!(
-            "limit: write({VALUE_BYTES} B) + fdatasync, appending, same directory: p50 {:.0} µs, \
-             p99 {:.0} µs ({} syncs)",
-            self.limit.p50_us, self.limit.p99_us, self.limit.syncs
+            "limit: write({VALUE_BYTES} B) + fdatasync in the same directory, appending: p50 {:.0} \
+             µs, p99 {:.0} µs ({} syncs);\n       overwriting a synced file (data only): p50 {:.0} \
+             µs, p99 {:.0} µs ({} syncs)",
+            a.p50_us, a.p99_us, a.syncs, o.p50_us, o.p99_us, o.syncs
         );
         println!(
             "\n{:>7} | {:^35} | {:^35} | {:^24} | {:^15}",
@@ -220,6 +239,30 @@ impl Report<'_> {
                 println!("first {name} error: {e}");
             }
         }
+        println!(
+            "p50 / fdatasync: over the appending write + fdatasync p50\n\nCPU in the measured \
+             window ({} cores; servers: the 3 processes of the system under load)",
+            cores()
+        );
+        println!("{:>7} | {:^32} | {:^32}", "", "missive", "etcd");
+        println!(
+            "{:>7} | {:>7} {:>12} {:>10} | {:>7} {:>12} {:>10}",
+            "clients", "servers", "µs/commit", "load gen", "servers", "µs/commit", "load gen"
+        );
+        for c in &self.cases {
+            let (m, e) = (&c.missive, &c.etcd);
+            println!(
+                "{:>7} | {:>7.2} {:>12.0} {:>10.2} | {:>7.2} {:>12.0} {:>10.2}",
+                c.clients,
+                m.server_cores,
+                m.server_us_per_commit,
+                m.client_cores,
+                e.server_cores,
+                e.server_us_per_commit,
+                e.client_cores
+            );
+        }
+        println!("servers, load gen: cores kept busy; µs/commit: the servers' CPU time per commit");
         println!("\ngoals");
         for g in self.goals() {
             let verdict = if g.met { "met" } else { "NOT MET" };
@@ -265,11 +308,15 @@ impl Report<'_> {
             "clients_write_to": "leader",
             "missive": {"nodes": 3, "partitions": self.partitions, "leaders": self.leaders},
             "etcd": {"members": 3, "version": self.etcd_version},
+            "cores": cores(),
             "fdatasync": {
-                "p50_us": self.limit.p50_us,
-                "p99_us": self.limit.p99_us,
-                "syncs": self.limit.syncs,
+                "p50_us": self.limit.append.p50_us,
+                "p99_us": self.limit.append.p99_us,
+                "syncs": self.limit.append.syncs,
                 "method": "append write of value_bytes + fdatasync, same directory as the clusters",
+                "overwrite_p50_us": self.limit.overwrite.p50_us,
+                "overwrite_p99_us": self.limit.overwrite.p99_us,
+                "overwrite_syncs": self.limit.overwrite.syncs,
             },
             "cases": cases,
             "goals": goals_json,
