@@ -8,7 +8,7 @@ use std::sync::Arc;
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_command::Op;
 use missive_raft::node::partition_dir;
-use missive_raft::{ClusterNode, Command, NodeConfig};
+use missive_raft::{ClusterNode, ClusterSecret, Command, NodeConfig};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -17,6 +17,7 @@ use crate::auth::{Auth, Caller};
 use crate::error::{Error, Rejected};
 use crate::hub::Hub;
 use crate::ids;
+use crate::push::{self, PushConfig};
 use crate::ratelimit::RateLimiter;
 use crate::store::{Store, StoreError};
 
@@ -36,6 +37,8 @@ struct Inner {
     stores: Vec<Arc<Store>>,
     /// Verifies callers.
     auth: Auth,
+    /// What operators' calls (ChatAdmin) must carry.
+    secret: ClusterSecret,
     /// Per-user write rates.
     limiter: RateLimiter,
 }
@@ -62,6 +65,17 @@ impl Chat {
         auth: Auth,
         internal: TcpListener,
     ) -> Result<Chat, Error> {
+        Self::start_with(config, auth, internal, PushConfig::default()).await
+    }
+
+    /// [`Chat::start`] with the push notifier's retry policy.
+    pub async fn start_with(
+        config: NodeConfig,
+        auth: Auth,
+        internal: TcpListener,
+        push_config: PushConfig,
+    ) -> Result<Chat, Error> {
+        let secret = config.secret.clone();
         let hub = Arc::new(Hub::default());
         let data = config.data_dir.clone();
         let node = ClusterNode::start(config, internal, {
@@ -88,10 +102,12 @@ impl Chat {
                 hub,
                 stores,
                 auth,
+                secret,
                 limiter: RateLimiter::default(),
             }),
         };
         tokio::spawn(presence_offline(chat.clone()));
+        push::spawn(&chat, push_config);
         Ok(chat)
     }
 
@@ -106,6 +122,11 @@ impl Chat {
 
     pub fn auth(&self) -> &Auth {
         &self.inner.auth
+    }
+
+    /// The cluster secret operators' calls must carry.
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.inner.secret
     }
 
     /// Each partition's store.
@@ -141,6 +162,16 @@ impl Chat {
         caller: &Caller,
         op: Op,
     ) -> Result<pb::ChatReply, Error> {
+        self.propose_to(self.partition_of(key), caller, op).await
+    }
+
+    /// [`Chat::propose`] to partition `p`.
+    pub async fn propose_to(
+        &self,
+        p: u32,
+        caller: &Caller,
+        op: Op,
+    ) -> Result<pb::ChatReply, Error> {
         let cmd = pb::ChatCommand {
             actor: caller.user.clone(),
             device: caller.device.clone(),
@@ -150,7 +181,7 @@ impl Chat {
             .inner
             .node
             .write(
-                self.partition_of(key),
+                p,
                 Command {
                     body: cmd.encode_to_vec(),
                     request_id: String::new(),

@@ -20,6 +20,7 @@
 //! - [`ids`]: conversation ids and partition routing.
 //! - [`validate`], [`limits`]: input checks and every bound.
 //! - [`ratelimit`]: per-user write rates.
+//! - [`push`]: the push notifier (webhooks, retries, dead letters).
 //! - [`error`]: [`Rejected`] (deterministic refusals) and [`Error`].
 //!
 //! # Invariants
@@ -43,6 +44,7 @@ pub mod error;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod push;
 pub mod query;
 pub mod ratelimit;
 pub mod service;

@@ -322,3 +322,33 @@ pub fn events(
     }
     Ok(out)
 }
+
+/// `user`'s devices with a push target, in device order.
+pub fn push_targets(
+    s: &Store,
+    user: &str,
+) -> Result<Vec<(String, pb::PushTargetRecord)>, StoreError> {
+    let txn = s.read()?;
+    let t = table(&txn, store::PUSH_TARGETS)?;
+    let prefix = keys::prefix(user);
+    let end = keys::prefix_end(&prefix);
+    let mut out = Vec::new();
+    for row in t.range(prefix.as_slice()..end.as_slice())? {
+        let (k, v) = row?;
+        let device = String::from_utf8_lossy(keys::last_part(k.value())).into_owned();
+        out.push((device, store::decode("push_targets", k.value(), v.value())?));
+    }
+    Ok(out)
+}
+
+/// Every dead letter in this store, oldest first, at most `limit`.
+pub fn dead_letters(s: &Store, limit: usize) -> Result<Vec<pb::DeadLetter>, StoreError> {
+    let txn = s.read()?;
+    let t = table(&txn, store::DEAD_LETTERS)?;
+    let mut out = Vec::new();
+    for row in t.range::<&[u8]>(..)?.take(limit) {
+        let (k, v) = row?;
+        out.push(store::decode("dead_letters", k.value(), v.value())?);
+    }
+    Ok(out)
+}

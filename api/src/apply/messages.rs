@@ -92,6 +92,15 @@ pub(super) fn send(
             timestamp_ms: ctx.now_ms,
         },
     )?;
+    // The push notifier's feed, in log order; the cursor's advance removes it.
+    put(
+        &mut t.push_queue,
+        &ctx.index.to_be_bytes(),
+        &pb::PushQueueEntry {
+            conversation_id: conv.to_owned(),
+            seq: event.seq,
+        },
+    )?;
     head.last_message_seq = event.seq;
     head.last_activity_ms = ctx.now_ms;
     t.put_conversation(conv, &head)?;

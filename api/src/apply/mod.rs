@@ -25,9 +25,11 @@
 //! - `messages`: send, edit, delete, react.
 //! - `receipts`: delivered and read watermarks.
 //! - `users`: presence, the key directory, push targets.
+//! - `push`: the push notifier's queue, cursor and dead letters.
 
 mod conversations;
 mod messages;
+mod push;
 mod receipts;
 mod tables;
 mod users;
@@ -134,6 +136,9 @@ fn apply_command(
         Op::PublishKeys(c) => users::publish_keys(t, ctx, c),
         Op::ClaimKeys(c) => users::claim_keys(t, ctx, c),
         Op::SetPushTarget(c) => users::set_push_target(t, ctx, c),
+        Op::AdvancePushCursor(c) => push::advance(t, ctx, c),
+        Op::DeadLetterPush(c) => push::dead_letter(t, ctx, c),
+        Op::ResolveDeadLetter(c) => push::resolve(t, ctx, c),
     }
 }
 
@@ -247,7 +252,8 @@ impl StateMachine for ChatStateMachine {
                 });
             }
         }
-        txn.open_table(store::META)?
+        Tables::open(&txn)?
+            .meta
             .insert(store::APPLIED_KEY, after.encode().as_slice())?;
         store.commit(txn)?;
         if !published.is_empty() {

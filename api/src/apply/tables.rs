@@ -21,6 +21,9 @@ pub struct Tables<'t> {
     pub device_keys: T<'t>,
     pub one_time_keys: T<'t>,
     pub push_targets: T<'t>,
+    pub push_queue: T<'t>,
+    pub dead_letters: T<'t>,
+    pub meta: T<'t>,
 }
 
 impl<'t> Tables<'t> {
@@ -36,6 +39,9 @@ impl<'t> Tables<'t> {
             device_keys: txn.open_table(store::DEVICE_KEYS)?,
             one_time_keys: txn.open_table(store::ONE_TIME_KEYS)?,
             push_targets: txn.open_table(store::PUSH_TARGETS)?,
+            push_queue: txn.open_table(store::PUSH_QUEUE)?,
+            dead_letters: txn.open_table(store::DEAD_LETTERS)?,
+            meta: txn.open_table(store::META)?,
         })
     }
 

@@ -6,7 +6,10 @@
 //! (forwarded to its leader by missive-raft); reads are answered from this
 //! node's projections, and only for members.
 
+mod admin;
 mod subscribe;
+
+pub use admin::Admin;
 
 use std::collections::HashSet;
 
@@ -29,7 +32,7 @@ pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 << 20;
 /// The routes: ChatService (authenticated), health, reflection.
 pub fn router(chat: Chat) -> tonic::transport::server::Router {
     let auth = chat.auth().interceptor();
-    let service = ChatServiceServer::with_interceptor(Service { chat }, auth);
+    let service = ChatServiceServer::with_interceptor(Service { chat: chat.clone() }, auth);
     let (health, health_service) = tonic_health::server::health_reporter();
     // Serving from here on; a node that stops drops the reporter with it.
     tokio::spawn(async move {
@@ -47,7 +50,12 @@ pub fn router(chat: Chat) -> tonic::transport::server::Router {
             router
         }
     };
-    router.add_service(service)
+    let secret = chat.secret().clone();
+    let admin = missive_proto::v1::chat_admin_server::ChatAdminServer::with_interceptor(
+        Admin { chat: chat.clone() },
+        move |r| secret.check(r),
+    );
+    router.add_service(service).add_service(admin)
 }
 
 /// The service; cheap to clone.

@@ -53,6 +53,13 @@ pub fn numbered(a: &str, b: &str, n: u64) -> Vec<u8> {
     k
 }
 
+/// `index user NUL device` (index big-endian): a dead letter.
+pub fn dead_letter(index: u64, user: &str, device: &str) -> Vec<u8> {
+    let mut k = index.to_be_bytes().to_vec();
+    k.extend_from_slice(&pair(user, device));
+    k
+}
+
 /// The end (exclusive) of the range of keys starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     // Prefixes built here end in NUL, so bumping the last byte is enough.

@@ -59,10 +59,15 @@ pub const DEVICE_KEYS: Table = TableDefinition::new("device_keys");
 pub const ONE_TIME_KEYS: Table = TableDefinition::new("one_time_keys");
 /// (user, device) → `PushTargetRecord`.
 pub const PUSH_TARGETS: Table = TableDefinition::new("push_targets");
+/// log index → `PushQueueEntry`: messages whose notifications are not
+/// settled, in log order (the push notifier's feed).
+pub const PUSH_QUEUE: Table = TableDefinition::new("push_queue");
+/// (index, user, device) → `DeadLetter`.
+pub const DEAD_LETTERS: Table = TableDefinition::new("dead_letters");
 
 /// Every table, in the order snapshots and dumps list them. The position is
 /// the table's number in a snapshot: append only.
-pub const TABLES: [Table; 11] = [
+pub const TABLES: [Table; 13] = [
     META,
     CONVERSATIONS,
     MEMBERS,
@@ -74,10 +79,15 @@ pub const TABLES: [Table; 11] = [
     DEVICE_KEYS,
     ONE_TIME_KEYS,
     PUSH_TARGETS,
+    PUSH_QUEUE,
+    DEAD_LETTERS,
 ];
 
 /// The key of the applied state in [`META`].
 pub const APPLIED_KEY: &[u8] = b"applied";
+/// The key of the push cursor in [`META`] (8 bytes big-endian): every
+/// message at or below it has its notifications settled.
+pub const PUSH_CURSOR_KEY: &[u8] = b"push_cursor";
 /// The key of the history epoch in [`META`] (8 bytes big-endian; absent
 /// means 0). A restore sets a new one so clients resync.
 pub const EPOCH_KEY: &[u8] = b"epoch";
@@ -188,6 +198,9 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.elapsed() >= DURABLE_EVERY {
             txn.set_durability(Durability::Immediate)?;
+            // Saves the allocator state with the commit, so reopening after
+            // a crash needs no full repair scan (docs/projection-store.md).
+            txn.set_quick_repair(true);
             txn.commit()?;
             *last = Instant::now();
         } else {
