@@ -1,19 +1,25 @@
-//! `missive node`: runs one cluster node with the key-value state machine
-//! (`missive_raft::kv`; the chat state machine replaces it in a later
-//! step) until SIGTERM or Ctrl-C.
+//! `missive node`: runs one cluster node until SIGTERM or Ctrl-C.
 //!
-//! The node serves one gRPC listener, the internal `RaftInternal` service:
-//! peers replicate through it and the `missive cluster` and `missive kv`
-//! commands call it, all with the cluster secret.
+//! The node serves the internal `RaftInternal` service on `--listen`: peers
+//! replicate through it and the `missive cluster` commands call it, all with
+//! the cluster secret. It runs the chat state machine and, with `--grpc`,
+//! serves `ChatService` to clients there (reads from its own projections,
+//! writes forwarded to leaders).
+//!
+//! `--kv` runs the key-value state machine instead (`missive_raft::kv`,
+//! written with `missive kv put`): replication tests and benchmarks use it
+//! to measure the cluster without the chat domain.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use missive_api::Chat;
 use missive_raft::kv::Kv;
 use missive_raft::{ClusterNode, NodeConfig};
 use tokio::net::TcpListener;
 
+use crate::jwt_arg::{self, JwtArgs};
 use crate::secret_arg;
 
 /// Runs a node.
@@ -37,6 +43,14 @@ pub struct NodeArgs {
     /// The address peers reach this node at, if not `--listen`.
     #[arg(long)]
     advertise: Option<String>,
+    /// Where ChatService (gRPC) listens; none if absent.
+    #[arg(long, conflicts_with = "kv")]
+    grpc: Option<String>,
+    /// Runs the key-value state machine instead of chat.
+    #[arg(long)]
+    kv: bool,
+    #[command(flatten)]
+    jwt: JwtArgs,
 }
 
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
@@ -61,21 +75,65 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let mut config = NodeConfig::new(args.id, &args.data, secret)?;
     config.partitions = args.partitions;
     config.advertise = args.advertise;
-    let node = ClusterNode::start(config, listener, |_| Kv::default())
+    if args.kv {
+        let node = ClusterNode::start(config, listener, |_| Kv::default())
+            .await
+            .with_context(|| format!("starting node {} in {}", args.id, args.data.display()))?;
+        println!(
+            "node {} serving {} partitions at {} (key-value)",
+            node.id(),
+            node.partitions(),
+            node.addr()
+        );
+        stopped().await?;
+        node.shutdown().await?;
+        println!("node {} stopped", node.id());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let grpc_addrs: Vec<&str> = args.grpc.as_deref().into_iter().collect();
+    let auth = jwt_arg::resolve(&args.jwt, &grpc_addrs)?;
+    let grpc = match &args.grpc {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?,
+        ),
+        None => None,
+    };
+    let chat = Chat::start(config, auth, listener)
         .await
         .with_context(|| format!("starting node {} in {}", args.id, args.data.display()))?;
+    let node = chat.node();
     println!(
-        "node {} serving {} partitions at {}",
+        "node {} serving {} partitions at {}{}",
         node.id(),
         node.partitions(),
-        node.addr()
+        node.addr(),
+        args.grpc
+            .as_deref()
+            .map(|a| format!(", ChatService on {a}"))
+            .unwrap_or_default()
     );
+    match grpc {
+        Some(l) => chat
+            .serve(l, async {
+                let _ = stopped().await;
+            })
+            .await
+            .context("serving ChatService")?,
+        None => stopped().await?,
+    }
+    chat.shutdown().await?;
+    println!("node {} stopped", node.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stopped() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    node.shutdown().await?;
-    println!("node {} stopped", node.id());
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

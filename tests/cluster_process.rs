@@ -46,6 +46,7 @@ impl Cluster {
         let child = Command::new(BIN)
             .args([
                 "node",
+                "--kv",
                 "--id",
                 &(i + 1).to_string(),
                 "--listen",

@@ -17,6 +17,7 @@ use missive_proto::v1 as pb;
 use missive_proto::v1::chat_command::Op;
 use missive_proto::v1::chat_service_server::{ChatService, ChatServiceServer};
 use missive_proto::v1::{ConversationKind, ReceiptKind};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
@@ -32,7 +33,12 @@ pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 << 20;
 /// The routes: ChatService (authenticated), health, reflection.
 pub fn router(chat: Chat) -> tonic::transport::server::Router {
     let auth = chat.auth().interceptor();
-    let service = ChatServiceServer::with_interceptor(Service { chat: chat.clone() }, auth);
+    let service = InterceptedService::new(
+        ChatServiceServer::new(Service { chat: chat.clone() })
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        auth,
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
     // Serving from here on; a node that stops drops the reporter with it.
     tokio::spawn(async move {
