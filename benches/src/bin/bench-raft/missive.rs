@@ -143,6 +143,9 @@ impl MissiveCluster {
             .with_context(|| format!("opening {}", log.display()))?;
         let child = Command::new(&self.binary)
             .arg("node")
+            // The key-value state machine: replication is measured without
+            // the chat domain's apply.
+            .arg("--kv")
             .args(["--id", &id.to_string(), "--listen", &addr])
             .arg("--data")
             .arg(&data)
