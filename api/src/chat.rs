@@ -108,6 +108,7 @@ impl Chat {
         };
         tokio::spawn(presence_offline(chat.clone()));
         push::spawn(&chat, push_config);
+        crate::presence::spawn(&chat);
         Ok(chat)
     }
 
@@ -209,7 +210,10 @@ impl Chat {
 
     /// Records `user` online (its first subscription on this node).
     pub async fn went_online(&self, caller: &Caller) {
-        let op = Op::Presence(pb::SetPresence { online: true });
+        let op = Op::Presence(pb::SetPresence {
+            online: true,
+            node: self.node().id(),
+        });
         if let Err(e) = self.propose(&caller.user, caller, op).await {
             tracing::warn!(user = %caller.user, error = %e, "recording presence online");
         }
@@ -254,7 +258,10 @@ async fn offline(chat: &Chat, user: String) {
         user: user.clone(),
         device: NODE_DEVICE.to_owned(),
     };
-    let op = Op::Presence(pb::SetPresence { online: false });
+    let op = Op::Presence(pb::SetPresence {
+        online: false,
+        node: chat.node().id(),
+    });
     if let Err(e) = chat.propose(&user, &caller, op).await {
         tracing::warn!(%user, error = %e, "recording presence offline");
     }

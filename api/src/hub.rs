@@ -240,6 +240,11 @@ impl Hub {
         }
     }
 
+    /// True while `user` has a live subscription on this node.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.lock().by_user.contains_key(user)
+    }
+
     /// Live subscriptions now.
     pub fn subscriptions(&self) -> usize {
         self.lock().subs.len()

@@ -20,6 +20,7 @@
 //! - [`ids`]: conversation ids and partition routing.
 //! - [`validate`], [`limits`]: input checks and every bound.
 //! - [`ratelimit`]: per-user write rates.
+//! - [`presence`]: ending sessions of crashed and restarted nodes.
 //! - [`push`]: the push notifier (webhooks, retries, dead letters).
 //! - [`error`]: [`Rejected`] (deterministic refusals) and [`Error`].
 //!
@@ -44,6 +45,7 @@ pub mod error;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod presence;
 pub mod push;
 pub mod query;
 pub mod ratelimit;

@@ -24,6 +24,7 @@ pub struct Tables<'t> {
     pub push_queue: T<'t>,
     pub dead_letters: T<'t>,
     pub meta: T<'t>,
+    pub presence_sessions: T<'t>,
 }
 
 impl<'t> Tables<'t> {
@@ -42,6 +43,7 @@ impl<'t> Tables<'t> {
             push_queue: txn.open_table(store::PUSH_QUEUE)?,
             dead_letters: txn.open_table(store::DEAD_LETTERS)?,
             meta: txn.open_table(store::META)?,
+            presence_sessions: txn.open_table(store::PRESENCE_SESSIONS)?,
         })
     }
 

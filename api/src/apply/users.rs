@@ -19,14 +19,23 @@ pub(super) fn presence(
     ctx: &Ctx<'_>,
     c: &pb::SetPresence,
 ) -> Result<Outcome, StoreError> {
+    let session = keys::pair(ctx.actor, &c.node.to_string());
+    if c.online {
+        t.presence_sessions
+            .insert(session.as_slice(), ctx.now_ms.to_be_bytes().as_slice())?;
+    } else {
+        t.presence_sessions.remove(session.as_slice())?;
+    }
+    // Online while any node holds a session.
+    let online = count_prefix(&t.presence_sessions, &keys::prefix(ctx.actor))? > 0;
     let key = ctx.actor.as_bytes();
     let old: pb::PresenceRecord = get(&t.presence, "presence", key)?.unwrap_or_default();
-    if old.online == c.online && old.last_seen_ms != 0 {
+    if old.online == online && old.last_seen_ms != 0 {
         return Ok(unchanged("", ctx));
     }
     // Online: seen now. Offline: last seen at the transition.
     let record = pb::PresenceRecord {
-        online: c.online,
+        online,
         last_seen_ms: ctx.now_ms,
     };
     put(&mut t.presence, key, &record)?;
@@ -42,7 +51,7 @@ pub(super) fn presence(
             actor: ctx.actor.to_owned(),
             kind: Some(Kind::Presence(pb::PresenceChanged {
                 user: ctx.actor.to_owned(),
-                online: c.online,
+                online,
                 last_seen_ms: ctx.now_ms,
             })),
         }),

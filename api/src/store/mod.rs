@@ -53,6 +53,9 @@ pub const EVENTS: Table = TableDefinition::new("events");
 pub const SENT: Table = TableDefinition::new("sent");
 /// user → `PresenceRecord`.
 pub const PRESENCE: Table = TableDefinition::new("presence");
+/// (user, node id in decimal) → when the session started (8 bytes
+/// big-endian ms): the nodes holding a live subscription of the user.
+pub const PRESENCE_SESSIONS: Table = TableDefinition::new("presence_sessions");
 /// (user, device) → `DeviceKeysRecord`.
 pub const DEVICE_KEYS: Table = TableDefinition::new("device_keys");
 /// (user, device, key id) → one-time public key.
@@ -67,7 +70,7 @@ pub const DEAD_LETTERS: Table = TableDefinition::new("dead_letters");
 
 /// Every table, in the order snapshots and dumps list them. The position is
 /// the table's number in a snapshot: append only.
-pub const TABLES: [Table; 13] = [
+pub const TABLES: [Table; 14] = [
     META,
     CONVERSATIONS,
     MEMBERS,
@@ -81,6 +84,7 @@ pub const TABLES: [Table; 13] = [
     PUSH_TARGETS,
     PUSH_QUEUE,
     DEAD_LETTERS,
+    PRESENCE_SESSIONS,
 ];
 
 /// The key of the applied state in [`META`].
