@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_command::Op;
@@ -20,6 +21,28 @@ use crate::ids;
 use crate::push::{self, PushConfig};
 use crate::ratelimit::RateLimiter;
 use crate::store::{Store, StoreError};
+
+/// Timings of a node's background work.
+#[derive(Clone, Debug)]
+pub struct ChatOptions {
+    /// The push notifier's retry policy.
+    pub push: PushConfig,
+    /// How long a node may miss its leaders' heartbeats before its users'
+    /// presence sessions end.
+    pub presence_ttl: Duration,
+    /// How often presence sessions are swept.
+    pub presence_sweep: Duration,
+}
+
+impl Default for ChatOptions {
+    fn default() -> Self {
+        ChatOptions {
+            push: PushConfig::default(),
+            presence_ttl: crate::presence::PRESENCE_TTL,
+            presence_sweep: crate::presence::SWEEP_EVERY,
+        }
+    }
+}
 
 /// The projection store's file inside a partition directory.
 pub const PROJECTIONS_FILE: &str = "projections.redb";
@@ -65,15 +88,15 @@ impl Chat {
         auth: Auth,
         internal: TcpListener,
     ) -> Result<Chat, Error> {
-        Self::start_with(config, auth, internal, PushConfig::default()).await
+        Self::start_with(config, auth, internal, ChatOptions::default()).await
     }
 
-    /// [`Chat::start`] with the push notifier's retry policy.
+    /// [`Chat::start`] with other timings.
     pub async fn start_with(
         config: NodeConfig,
         auth: Auth,
         internal: TcpListener,
-        push_config: PushConfig,
+        options: ChatOptions,
     ) -> Result<Chat, Error> {
         let secret = config.secret.clone();
         let hub = Arc::new(Hub::default());
@@ -107,8 +130,8 @@ impl Chat {
             }),
         };
         tokio::spawn(presence_offline(chat.clone()));
-        push::spawn(&chat, push_config);
-        crate::presence::spawn(&chat);
+        push::spawn(&chat, options.push);
+        crate::presence::spawn(&chat, options.presence_ttl, options.presence_sweep);
         Ok(chat)
     }
 
@@ -228,7 +251,8 @@ impl Chat {
     ) -> Result<(), tonic::transport::Error> {
         crate::service::router(self.clone())
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                // Replies go out at once (no Nagle delay behind a delayed ACK).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown,
             )
             .await

@@ -56,6 +56,6 @@ pub mod validate;
 
 pub use apply::ChatStateMachine;
 pub use auth::{Auth, Caller};
-pub use chat::Chat;
+pub use chat::{Chat, ChatOptions};
 pub use error::{Error, Rejected};
 pub use hub::Hub;

@@ -35,13 +35,13 @@ pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
 /// How often sessions are swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// Starts the sweeper.
-pub fn spawn(chat: &Chat) {
+/// Starts the sweeper: every `every`, with `ttl` for missed heartbeats.
+pub fn spawn(chat: &Chat, ttl: Duration, every: Duration) {
     let chat = chat.clone();
     tokio::spawn(async move {
-        let mut sweeper = Sweeper::new(PRESENCE_TTL);
+        let mut sweeper = Sweeper::new(ttl);
         loop {
-            tokio::time::sleep(SWEEP_EVERY).await;
+            tokio::time::sleep(every).await;
             if let Err(e) = sweeper.sweep(&chat).await {
                 tracing::warn!(error = %e, "presence sweep");
             }
