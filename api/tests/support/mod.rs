@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use missive_api::Chat;
 use missive_api::auth::Auth;
+use missive_api::{Chat, ChatOptions};
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_service_client::ChatServiceClient;
 use missive_proto::v1::subscribe_response::Kind;
@@ -98,10 +98,21 @@ pub struct TestNode {
 impl TestNode {
     /// Starts node `id` on `data` (new or existing) and serves `ChatService`.
     pub async fn start(id: NodeId, data: &Path, partitions: u32) -> TestNode {
+        Self::start_with(id, data, partitions, ChatOptions::default()).await
+    }
+
+    /// [`TestNode::start`] with other background timings (push retries,
+    /// presence sweeps).
+    pub async fn start_with(
+        id: NodeId,
+        data: &Path,
+        partitions: u32,
+        options: ChatOptions,
+    ) -> TestNode {
         let internal = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the internal listener");
-        let chat = Chat::start(config(id, data, partitions), auth(), internal)
+        let chat = Chat::start_with(config(id, data, partitions), auth(), internal, options)
             .await
             .expect("start the chat node");
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -429,6 +440,19 @@ impl Sub {
     /// The next conversation event (anything but presence).
     pub async fn next_conv_event(&mut self) -> Ev {
         self.next_where(|e| !is_presence(e)).await
+    }
+
+    /// Reads events until none has come for `quiet`; the token of the last
+    /// one read, if any.
+    pub async fn drain(&mut self, quiet: Duration) -> Option<String> {
+        let mut last = None;
+        loop {
+            match timeout(quiet, self.stream.message()).await {
+                Err(_) => return last,
+                Ok(Ok(Some(r))) => last = Some(r.token),
+                Ok(other) => panic!("the subscription ended: {other:?}"),
+            }
+        }
     }
 
     /// Asserts no event but presence arrives within `quiet`.
