@@ -17,7 +17,7 @@ use missive_proto::v1::chat_admin_client::ChatAdminClient;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 /// A webhook receiver: answers 500 to the first `fail_first` requests (all
 /// of them while `fail_first` is `usize::MAX`), 200 after, and records the
@@ -142,24 +142,27 @@ async fn set_target(c: &mut Client, url: &str, token: &str) {
     .expect("set the push target");
 }
 
-fn admin(
-    node: &TestNode,
-) -> ChatAdminClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
-    >,
-> {
-    let channel = Endpoint::from_shared(format!("http://{}", node.addr))
-        .expect("an endpoint")
-        .connect_lazy();
-    ChatAdminClient::with_interceptor(channel, |mut r: tonic::Request<()>| {
+/// Adds the cluster secret to every call.
+#[derive(Clone)]
+struct Secret;
+
+impl tonic::service::Interceptor for Secret {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         r.metadata_mut().insert(
             "x-missive-cluster-secret",
             CLUSTER_SECRET.parse().expect("ascii"),
         );
         Ok(r)
-    })
+    }
+}
+
+type Admin = ChatAdminClient<tonic::service::interceptor::InterceptedService<Channel, Secret>>;
+
+fn admin(node: &TestNode) -> Admin {
+    let channel = Endpoint::from_shared(format!("http://{}", node.addr))
+        .expect("an endpoint")
+        .connect_lazy();
+    ChatAdminClient::with_interceptor(channel, Secret)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
