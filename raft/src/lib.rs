@@ -42,6 +42,9 @@
 //!
 //! - Vote and committed log id are durable before openraft's call returns;
 //!   an append is reported flushed only after its fdatasync.
+//! - A restarted node starts as a follower, never as the leader it was
+//!   ([`LogStore::raft_config`]): a leader's log may lose entries it already
+//!   sent, and one log id must never name two entries.
 //! - An entry is stored under the index it carries, or not at all.
 //! - Timestamps are assigned once, by the leader's store, and never change.
 //! - No snapshot is held whole in memory.

@@ -30,15 +30,19 @@
 //! knows the hash at its purge point), so a jumped log is checked against
 //! the records its peers hold there.
 //!
-//! Regressions it caught (see `LogStore::read_committed` and
-//! `PartitionLog::failed_write`): a follower whose fdatasync failed, or that
-//! lost power, after openraft had saved a committed log id beyond its flushed
-//! log could not restart ("Failed to get log entries" while re-applying);
-//! after a failed write, reads past the log's end came back silently short,
-//! so openraft's apply stream ended early; and a replica that jumped past a
-//! snapshot restarted its hash chain at the genesis hash, so its chain hash
-//! differed from its peers' at every later index (the snapshot now carries
-//! the hash).
+//! Regressions it caught (see `LogStore::read_committed`,
+//! `PartitionLog::failed_write` and `LogStore::raft_config`): a follower
+//! whose fdatasync failed, or that lost power, after openraft had saved a
+//! committed log id beyond its flushed log could not restart ("Failed to get
+//! log entries" while re-applying); after a failed write, reads past the
+//! log's end came back silently short, so openraft's apply stream ended
+//! early; a replica that jumped past a snapshot restarted its hash chain at
+//! the genesis hash, so its chain hash differed from its peers' at every
+//! later index (the snapshot now carries the hash); and a leader whose
+//! fdatasync failed came back from power loss as leader of the same term
+//! and wrote a new entry under the log id of one it had lost but its
+//! followers held, so it acknowledged a write no follower applied (see
+//! `restarted_leader_never_reuses_a_log_id.rs`).
 //!
 //! `MISSIVE_CHAOS_SEEDS=N` runs seeds 1..=N (default 8); `MISSIVE_CHAOS_SEED=S`
 //! runs seed S alone. A failing seed prints the command that reruns it. A
@@ -154,7 +158,9 @@ fn config(seed: u64) -> anyhow::Result<Arc<Config>> {
         // A follower further behind than this gets a snapshot.
         config.replication_lag_threshold = 40;
     }
-    Ok(Arc::new(config.validate()?))
+    // What the store requires of openraft, as every node runs it: a
+    // restarted leader stands for election again.
+    Ok(Arc::new(LogStore::raft_config(config).validate()?))
 }
 
 impl Member {

@@ -80,7 +80,11 @@ fn config() -> Arc<Config> {
         max_in_snapshot_log_to_keep: 0,
         ..Config::default()
     };
-    Arc::new(config.validate().expect("valid config"))
+    Arc::new(
+        missive_raft::LogStore::raft_config(config)
+            .validate()
+            .expect("valid config"),
+    )
 }
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));

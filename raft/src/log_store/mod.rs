@@ -21,6 +21,33 @@
 //! after it returns calls each append's `IOFlushed` callback. openraft counts
 //! an entry as persisted only then.
 //!
+//! # A restarted leader stands for election again
+//!
+//! Because replication reads the overlay, followers may hold — durably —
+//! entries their leader never made durable itself: the process died before
+//! its writer thread wrote them, their fdatasync failed, or power went
+//! first. Raft allows that (the leader's own write is one vote of the
+//! quorum like any other; a quorum of followers commits the entry without
+//! it), but it means a restarted leader's log may end *before* entries it
+//! created and sent out in its term.
+//!
+//! openraft by default lets a node whose committed vote names itself lead
+//! again in that same term as soon as it starts
+//! (`Config::enable_leader_restore`). Such a leader creates new entries at
+//! the lost indexes under the *same* log ids — same term, same leader, same
+//! index — as the entries its followers hold. A follower that already has
+//! an entry with that log id keeps it and counts as matching, so the
+//! leader commits and acknowledges its new entry while a quorum holds, and
+//! applies, a different one: an acknowledged write lost and replicas
+//! diverged (found by the chaos test, seed 7: a leader whose fdatasync
+//! failed lost power and was back before its followers' election timeout).
+//!
+//! A log id must name one entry forever. Only a new term guarantees that
+//! when the leader's log can lose its unsynced tail, so with this store a
+//! restarted node always starts as a follower and a leader is elected in a
+//! higher term: every `Raft` over a [`LogStore`] runs with the config
+//! [`LogStore::raft_config`] returns (`ClusterNode` sees to it itself).
+//!
 //! # Invariants
 //!
 //! - Vote and committed log id are durable before `save_vote` and
@@ -29,6 +56,8 @@
 //! - An entry is stored under the index it carries or not at all
 //!   (`append_at` refuses a mismatch).
 //! - Truncations and purges run after every append issued before them.
+//! - No leader survives a restart (see above), so one log id never names
+//!   two different entries, even when a leader loses entries it had sent.
 
 mod meta;
 mod partition_log;
@@ -79,6 +108,19 @@ impl LogStore {
         let log = Shared::new(log);
         let writer = Writer::start(log.clone())?;
         Ok(LogStore { log, writer })
+    }
+
+    /// openraft's `config` with what this store requires of it: a node
+    /// that restarts never resumes leading without an election
+    /// (`enable_leader_restore` off), because its log may have lost entries
+    /// its followers hold under its current term (see the module docs). A
+    /// `Raft` over a [`LogStore`] must be started with a config passed
+    /// through here; the other settings are left as they are.
+    pub fn raft_config(mut config: openraft::Config) -> openraft::Config {
+        // A restored leader would reuse the log ids of the entries it lost
+        // and commit a different entry under each: never allowed here.
+        config.enable_leader_restore = Some(false);
+        config
     }
 
     /// The underlying log's first and next index and head hash.

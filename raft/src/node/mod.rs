@@ -82,7 +82,9 @@ pub struct NodeConfig {
     pub secret: ClusterSecret,
     /// The address peers reach this node at; `None` takes the listener's.
     pub advertise: Option<String>,
-    /// openraft's configuration, shared by every partition.
+    /// openraft's configuration, shared by every partition. The node
+    /// starts its partitions with [`LogStore::raft_config`] of it, whatever
+    /// it says: a restarted leader must stand for election again.
     pub raft: Arc<openraft::Config>,
     /// Each partition log's options (their clock stamps entries).
     pub log: Options,
@@ -100,6 +102,7 @@ impl NodeConfig {
             election_timeout_max: 800,
             ..openraft::Config::default()
         };
+        let raft = LogStore::raft_config(raft);
         Ok(NodeConfig {
             id,
             data_dir: data_dir.into(),
@@ -206,6 +209,10 @@ impl<SM: StateMachine> Node<SM> {
         })
         .await
         .map_err(|e| Error::Config(e.to_string()))??;
+        // Applied here too, not only in `NodeConfig::new`: callers replace
+        // `config.raft` with their own, and a partition log must never run
+        // under a leader restored after a restart (see `LogStore::raft_config`).
+        let raft_config = Arc::new(LogStore::raft_config((*config.raft).clone()));
         let peers = Peers::new(config.secret.clone());
         let mut partitions = Vec::new();
         let mut closed: Vec<Closed> = Vec::new();
@@ -223,7 +230,7 @@ impl<SM: StateMachine> Node<SM> {
                 peers: peers.clone(),
                 partition: p,
             };
-            let raft = Raft::new(config.id, config.raft.clone(), network, log, sm.clone())
+            let raft = Raft::new(config.id, raft_config.clone(), network, log, sm.clone())
                 .await
                 .map_err(|e| Error::Raft(e.to_string()))?;
             partitions.push(Partition {
