@@ -44,6 +44,10 @@ impl Default for ChatOptions {
     }
 }
 
+/// How long a write waits for this node to apply it before answering (see
+/// [`Chat::propose_to`]): replicas apply within a heartbeat or two.
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+
 /// The projection store's file inside a partition directory.
 pub const PROJECTIONS_FILE: &str = "projections.redb";
 
@@ -189,7 +193,9 @@ impl Chat {
         self.propose_to(self.partition_of(key), caller, op).await
     }
 
-    /// [`Chat::propose`] to partition `p`.
+    /// [`Chat::propose`] to partition `p`. Returns once this node has
+    /// applied the write too, so reads here see it (see
+    /// `wait_applied`).
     pub async fn propose_to(
         &self,
         p: u32,
@@ -201,10 +207,10 @@ impl Chat {
             device: caller.device.clone(),
             op: Some(op),
         };
-        let reply = self
+        let (reply, index) = self
             .inner
             .node
-            .write(
+            .write_indexed(
                 p,
                 Command {
                     body: cmd.encode_to_vec(),
@@ -213,10 +219,38 @@ impl Chat {
             )
             .await
             .map_err(Error::from_raft)?;
+        self.wait_applied(p, index).await;
         let reply = pb::ChatReply::decode(reply.body.as_slice())?;
         match &reply.rejection {
             Some(r) => Err(Rejected::from_pb(r).into()),
             None => Ok(reply),
+        }
+    }
+
+    /// Waits (at most [`APPLY_WAIT`]) until this node has applied entry
+    /// `index` of partition `p`.
+    ///
+    /// Read-your-writes through any node: a write arriving at a follower is
+    /// forwarded to the leader, which answers once *it* has applied the
+    /// entry; this node's projections, which the caller reads next (a
+    /// create answers with the conversation it made; a client reads its
+    /// history after sending), may not have it yet. On the leader the entry
+    /// is already applied and this returns at once. Past the bound the write
+    /// still succeeded — it is committed — so the reply goes out anyway.
+    async fn wait_applied(&self, p: u32, index: u64) {
+        let raft = match self.inner.node.raft(p) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "waiting for a local apply");
+                return;
+            }
+        };
+        if let Err(e) = raft
+            .wait(Some(APPLY_WAIT))
+            .applied_index_at_least(Some(index), "a write applied on this node")
+            .await
+        {
+            tracing::warn!(partition = p, index, error = %e, "this node lags behind its write");
         }
     }
 
