@@ -3,6 +3,12 @@
 //! subscriptions on every node see it; a send retried with the same
 //! `client_msg_id` on another node after the partition's leader is shut
 //! down is stored once.
+//!
+//! Regression: `CreateGroup` and `CreateDirect` through a follower failed
+//! with `NOT_FOUND` — the leader applied the create and answered, and the
+//! follower then read the new conversation from its own projections before
+//! it had applied the entry. A write now answers once the node it came
+//! through has applied it too.
 
 mod support;
 
