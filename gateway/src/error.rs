@@ -1,0 +1,17 @@
+//! The gateway's error type: what can stop it from starting or serving.
+//! Per-request failures are not errors of the gateway: they are answered
+//! with `error` frames (see [`crate::protocol`]).
+
+/// Why the gateway could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `Gateway::new` was given no ChatService endpoint.
+    #[error("no ChatService node address given")]
+    NoNodes,
+    /// A node address is not a valid URI.
+    #[error("bad node address {addr:?}: {reason}")]
+    BadNode { addr: String, reason: String },
+    /// Accepting connections failed.
+    #[error("accepting connections: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,209 @@
+//! The gateway's gRPC side: one channel per ChatService endpoint, shared by
+//! every connection, and fail-over between them.
+//!
+//! A tonic `Channel` is one HTTP/2 connection that multiplexes any number of
+//! concurrent calls and streams, so all users of a gateway ride on
+//! `nodes.len()` TCP connections. Calls go to the *preferred* node; a call
+//! that fails because the node could not be reached (UNAVAILABLE, or a
+//! transport error) moves the preference on and is tried on the next node,
+//! each node at most once. Nodes answer every call (they forward writes to
+//! partition leaders), so any node will do.
+//!
+//! Retrying a write after UNAVAILABLE is what ChatService asks of clients
+//! (docs/grpc.md, "Errors"): sends are idempotent by `client_msg_id`,
+//! watermarks and membership changes by their nature. Creating a group is
+//! the exception (its id is random), so it is never retried.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use missive_proto::v1 as pb;
+use missive_proto::v1::chat_service_client::ChatServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::error::Error;
+
+/// Largest gRPC message the gateway accepts from a node: ChatService's own
+/// bound (a history page of 200 messages of up to 1 MiB is cut well below it).
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How long connecting to a node may take before the call fails over.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// HTTP/2 pings on each channel, so a node that vanished without closing its
+/// connection (power loss, partition) is noticed and its streams fail over.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `/healthz` waits for a node's answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A ChatService client over one node's shared channel.
+pub type Client = ChatServiceClient<Channel>;
+
+/// The endpoints and their channels.
+#[derive(Debug)]
+pub struct Nodes {
+    /// `(address, channel)` per node, in the order given.
+    channels: Vec<(String, Channel)>,
+    /// The node calls try first. Moved on (never back on its own) when that
+    /// node fails, so every connection stops trying a dead node at once.
+    preferred: AtomicUsize,
+    /// The deadline of one unary call.
+    call_timeout: Duration,
+}
+
+/// An `authorization: Bearer <JWT>` value, checked once and reused.
+pub type Bearer = MetadataValue<Ascii>;
+
+/// True when `s` says the node could not be reached or could not serve the
+/// call right now, so another node may.
+pub fn is_unreachable(s: &Status) -> bool {
+    match s.code() {
+        Code::Unavailable => true,
+        // tonic reports connection and protocol failures as UNKNOWN with the
+        // transport error as the source; a node's own UNKNOWN has none.
+        Code::Unknown | Code::Cancelled => std::error::Error::source(s).is_some(),
+        _ => false,
+    }
+}
+
+impl Nodes {
+    /// Channels to `addrs` (`host:port` or `http://host:port`). Nothing is
+    /// connected yet: each channel connects on its first call.
+    pub fn new(addrs: Vec<String>, call_timeout: Duration) -> Result<Nodes, Error> {
+        if addrs.is_empty() {
+            return Err(Error::NoNodes);
+        }
+        let mut channels = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            let uri = if a.contains("://") {
+                a.clone()
+            } else {
+                format!("http://{a}")
+            };
+            let endpoint = Endpoint::from_shared(uri)
+                .map_err(|e| Error::BadNode {
+                    addr: a.clone(),
+                    reason: e.to_string(),
+                })?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true);
+            channels.push((a, endpoint.connect_lazy()));
+        }
+        Ok(Nodes {
+            channels,
+            preferred: AtomicUsize::new(0),
+            call_timeout,
+        })
+    }
+
+    /// How many nodes there are.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Always false: [`Nodes::new`] refuses an empty list.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// The node to try first.
+    pub fn preferred(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed) % self.channels.len()
+    }
+
+    /// Node `i` failed: prefer the next one. Only moves the preference if it
+    /// still points at `i`, so many calls failing on the same node at once
+    /// move it by one, not by as many as failed.
+    pub fn failed(&self, i: usize) {
+        let next = (i + 1) % self.channels.len();
+        if self
+            .preferred
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(node = %self.channels[i].0, next = %self.channels[next].0, "failing over");
+        }
+    }
+
+    /// A client of node `i`.
+    pub fn client(&self, i: usize) -> Client {
+        ChatServiceClient::new(self.channels[i].1.clone())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    }
+
+    /// The address of node `i`.
+    pub fn addr(&self, i: usize) -> &str {
+        &self.channels[i].0
+    }
+
+    /// Calls `call` with `msg` as the caller `bearer`, on the preferred node
+    /// and, when `retry` and the node is unreachable, on each other node in
+    /// turn. A call that takes longer than the call timeout fails with
+    /// DEADLINE_EXCEEDED and is not retried (its outcome is unknown), but the
+    /// node stops being preferred.
+    pub async fn call<M, T, F, Fut>(
+        &self,
+        bearer: &Bearer,
+        msg: M,
+        retry: bool,
+        call: F,
+    ) -> Result<T, Status>
+    where
+        M: Clone,
+        F: Fn(Client, Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let n = self.channels.len();
+        let first = self.preferred();
+        let mut last = Status::unavailable("no node answered");
+        for attempt in 0..n {
+            let i = (first + attempt) % n;
+            let mut req = Request::new(msg.clone());
+            req.metadata_mut().insert("authorization", bearer.clone());
+            match tokio::time::timeout(self.call_timeout, call(self.client(i), req)).await {
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Err(s)) if is_unreachable(&s) => {
+                    self.failed(i);
+                    last = s;
+                    if !retry {
+                        break;
+                    }
+                }
+                Ok(Err(s)) => return Err(s),
+                Err(_) => {
+                    self.failed(i);
+                    return Err(Status::deadline_exceeded(format!(
+                        "no answer within {:?}",
+                        self.call_timeout
+                    )));
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// True when some node answers at all. The probe is an unauthenticated
+    /// `Presence` call: any status but an unreachable one means a ChatService
+    /// is there (it answers UNAUTHENTICATED).
+    pub async fn any_answers(&self) -> bool {
+        for i in 0..self.channels.len() {
+            let mut c = self.client(i);
+            let probe = c.presence(pb::PresenceRequest { users: Vec::new() });
+            match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
+                Ok(Ok(_)) => return true,
+                Ok(Err(s)) if !is_unreachable(&s) => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+}
