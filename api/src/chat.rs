@@ -3,7 +3,7 @@
 //! `ChatService` needs.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use missive_proto::v1 as pb;
@@ -12,6 +12,8 @@ use missive_raft::node::partition_dir;
 use missive_raft::{ClusterNode, ClusterSecret, Command, NodeConfig};
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::apply::ChatStateMachine;
 use crate::auth::{Auth, Caller};
@@ -68,6 +70,12 @@ struct Inner {
     secret: ClusterSecret,
     /// Per-user write rates.
     limiter: RateLimiter,
+    /// Set once at shutdown; background work watches it.
+    stop: watch::Sender<bool>,
+    /// The background tasks (push notifier, presence), awaited at
+    /// shutdown so that nothing holds the node after it. A std `Mutex`,
+    /// never held across an `.await`.
+    background: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A chat node; cheap to clone.
@@ -131,9 +139,11 @@ impl Chat {
                 auth,
                 secret,
                 limiter: RateLimiter::default(),
+                stop: watch::Sender::new(false),
+                background: Mutex::new(Vec::new()),
             }),
         };
-        tokio::spawn(presence_offline(chat.clone()));
+        chat.spawn_background(presence_offline(chat.clone()));
         push::spawn(&chat, options.push);
         crate::presence::spawn(&chat, options.presence_ttl, options.presence_sweep);
         Ok(chat)
@@ -254,6 +264,24 @@ impl Chat {
         }
     }
 
+    /// Runs `work` in the background until the node shuts down; shutdown
+    /// waits for it to end, dropping whatever it holds (a clone of the node
+    /// among them).
+    pub fn spawn_background(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let mut stop = self.inner.stop.subscribe();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => {}
+                () = work => {}
+            }
+        });
+        self.inner
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
     /// Runs a read on the blocking pool (redb reads are blocking I/O).
     pub async fn read<R: Send + 'static>(
         &self,
@@ -294,6 +322,18 @@ impl Chat {
 
     /// Stops the node: partitions shut down, stores made durable.
     pub async fn shutdown(&self) -> Result<(), Error> {
+        self.inner.stop.send_replace(true);
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for t in tasks {
+            // Each ends at its next await point once told to stop.
+            let _ = t.await;
+        }
         self.inner.node.shutdown().await.map_err(Error::from_raft)?;
         for s in &self.inner.stores {
             s.sync()?;

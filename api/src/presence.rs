@@ -37,8 +37,9 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts the sweeper: every `every`, with `ttl` for missed heartbeats.
 pub fn spawn(chat: &Chat, ttl: Duration, every: Duration) {
-    let chat = chat.clone();
-    tokio::spawn(async move {
+    let me = chat.clone();
+    chat.spawn_background(async move {
+        let chat = me;
         let mut sweeper = Sweeper::new(ttl);
         loop {
             tokio::time::sleep(every).await;

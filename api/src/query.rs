@@ -4,7 +4,7 @@
 
 use missive_proto::v1 as pb;
 use missive_raft::AppliedState;
-use redb::{ReadOnlyTable, ReadTransaction};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTableMetadata as _};
 
 use crate::limits::MAX_UNREAD_COUNT;
 use crate::store::{self, Store, StoreError, keys};
@@ -267,9 +267,13 @@ pub fn message_status(
 }
 
 pub fn presence(s: &Store, user: &str) -> Result<pb::PresenceChanged, StoreError> {
-    let txn = s.read()?;
+    presence_in(&s.read()?, user)
+}
+
+/// [`presence`] in a given view.
+pub fn presence_in(txn: &ReadTransaction, user: &str) -> Result<pb::PresenceChanged, StoreError> {
     let r: Option<pb::PresenceRecord> =
-        store::get(&table(&txn, store::PRESENCE)?, "presence", user.as_bytes())?;
+        store::get(&table(txn, store::PRESENCE)?, "presence", user.as_bytes())?;
     let r = r.unwrap_or_default();
     Ok(pb::PresenceChanged {
         user: user.to_owned(),
@@ -328,8 +332,15 @@ pub fn push_targets(
     s: &Store,
     user: &str,
 ) -> Result<Vec<(String, pb::PushTargetRecord)>, StoreError> {
-    let txn = s.read()?;
-    let t = table(&txn, store::PUSH_TARGETS)?;
+    push_targets_in(&s.read()?, user)
+}
+
+/// [`push_targets`] in a given view.
+pub fn push_targets_in(
+    txn: &ReadTransaction,
+    user: &str,
+) -> Result<Vec<(String, pb::PushTargetRecord)>, StoreError> {
+    let t = table(txn, store::PUSH_TARGETS)?;
     let prefix = keys::prefix(user);
     let end = keys::prefix_end(&prefix);
     let mut out = Vec::new();
@@ -349,6 +360,31 @@ pub fn dead_letters(s: &Store, limit: usize) -> Result<Vec<pb::DeadLetter>, Stor
     for row in t.range::<&[u8]>(..)?.take(limit) {
         let (k, v) = row?;
         out.push(store::decode("dead_letters", k.value(), v.value())?);
+    }
+    Ok(out)
+}
+
+/// How many push targets the view holds (redb keeps the count: no scan).
+pub fn push_target_count(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    Ok(table(txn, store::PUSH_TARGETS)?.len()?)
+}
+
+/// Every push target of the view: (user, device, target), in key order.
+pub fn all_push_targets(
+    txn: &ReadTransaction,
+) -> Result<Vec<(String, String, pb::PushTargetRecord)>, StoreError> {
+    let t = table(txn, store::PUSH_TARGETS)?;
+    let mut out = Vec::new();
+    for row in t.range::<&[u8]>(..)? {
+        let (k, v) = row?;
+        let key = k.value();
+        let device = keys::last_part(key);
+        let user = &key[..key.len() - device.len() - 1];
+        out.push((
+            String::from_utf8_lossy(user).into_owned(),
+            String::from_utf8_lossy(device).into_owned(),
+            store::decode("push_targets", key, v.value())?,
+        ));
     }
     Ok(out)
 }

@@ -25,13 +25,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_command::Op;
-use redb::ReadableTable;
+use redb::{ReadTransaction, ReadableTable};
 
 use crate::auth::Caller;
 use crate::chat::Chat;
 use crate::error::Error;
-use crate::query;
 use crate::store::{self, StoreError};
+use crate::{ids, query};
 
 /// Queued messages read at once.
 pub const BATCH: usize = 64;
@@ -136,7 +136,7 @@ impl Notification {
 /// Starts one notifier task per partition.
 pub fn spawn(chat: &Chat, config: PushConfig) {
     for p in 0..chat.node().partitions() {
-        tokio::spawn(run(chat.clone(), p, config.clone()));
+        chat.spawn_background(run(chat.clone(), p, config.clone()));
     }
 }
 
@@ -186,11 +186,16 @@ async fn settle_batch(chat: &Chat, p: u32, config: &PushConfig) -> Result<usize,
         return Ok(0);
     };
     let count = queued.len();
-    let mut notifications = Vec::new();
-    for (index, entry) in queued {
-        let c = chat.clone();
-        notifications.extend(c.read(move |chat| recipients(chat, index, &entry)).await?);
-    }
+    let notifications = chat
+        .read(move |chat| {
+            let views = Views::open(chat)?;
+            let mut out = Vec::new();
+            for (index, entry) in &queued {
+                out.extend(recipients(&views, *index, entry)?);
+            }
+            Ok(out)
+        })
+        .await?;
     let results: Vec<(Notification, Result<(), Failed>)> =
         futures_util::stream::iter(notifications)
             .map(|n| async move {
@@ -223,43 +228,92 @@ async fn settle_batch(chat: &Chat, p: u32, config: &PushConfig) -> Result<usize,
     Ok(count)
 }
 
+/// A consistent view of every partition, taken once per batch: the
+/// notifier's reads of presence and push targets go through it instead of a
+/// transaction per member.
+struct Views {
+    txns: Vec<ReadTransaction>,
+    partitions: u32,
+    /// Push targets in the whole cluster.
+    targets: u64,
+}
+
+impl Views {
+    fn open(chat: &Chat) -> Result<Views, Error> {
+        let txns = chat
+            .stores()
+            .iter()
+            .map(|s| s.read())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut targets = 0;
+        for t in &txns {
+            targets += query::push_target_count(t)?;
+        }
+        Ok(Views {
+            partitions: txns.len() as u32,
+            txns,
+            targets,
+        })
+    }
+
+    fn of(&self, key: &str) -> &ReadTransaction {
+        &self.txns[ids::partition(key, self.partitions) as usize]
+    }
+}
+
 /// Who must be notified of the message `entry`: every member but the
 /// sender that has no online device, once per device with a push target.
+///
+/// The cost follows the smaller side: with fewer push targets in the
+/// cluster than members in the conversation, the targets are checked for
+/// membership; otherwise the members are checked for targets. A message to
+/// a group of 10,000 costs nothing here while nobody has a push target.
 fn recipients(
-    chat: &Chat,
+    views: &Views,
     index: u64,
     entry: &pb::PushQueueEntry,
 ) -> Result<Vec<Notification>, Error> {
     let conv = &entry.conversation_id;
-    let txn = chat.store_of(conv).read()?;
-    let Some(message) = query::message(&txn, conv, entry.seq)? else {
+    let txn = views.of(conv);
+    let Some(message) = query::message(txn, conv, entry.seq)? else {
         return Ok(Vec::new());
     };
-    if message.deleted {
+    if message.deleted || views.targets == 0 {
         return Ok(Vec::new());
     }
+    let members = query::conversation_record(txn, conv)?.map_or(0, |h| h.member_count as u64);
+    let mut candidates: Vec<(String, String, pb::PushTargetRecord)> = Vec::new();
+    if views.targets < members {
+        for t in &views.txns {
+            for (user, device, target) in query::all_push_targets(t)? {
+                if query::member(txn, conv, &user)?.is_some_and(|m| m.left_seq == 0) {
+                    candidates.push((user, device, target));
+                }
+            }
+        }
+    } else {
+        for (user, _) in query::members(txn, conv)? {
+            for (device, target) in query::push_targets_in(views.of(&user), &user)? {
+                candidates.push((user.clone(), device, target));
+            }
+        }
+    }
     let mut out = Vec::new();
-    for (user, _) in query::members(&txn, conv)? {
-        if user == message.sender {
+    for (user, device, target) in candidates {
+        if user == message.sender || query::presence_in(views.of(&user), &user)?.online {
             continue;
         }
-        let user_store = chat.store_of(&user);
-        if query::presence(&user_store, &user)?.online {
-            continue;
-        }
-        for (device, target) in query::push_targets(&user_store, &user)? {
-            out.push(Notification {
-                index,
-                conversation_id: conv.clone(),
-                seq: entry.seq,
-                sender: message.sender.clone(),
-                sent_ms: message.sent_ms,
-                user: user.clone(),
-                device,
-                url: target.url,
-                token: target.token,
-            });
-        }
+        out.push(Notification {
+            index,
+            conversation_id: conv.clone(),
+            seq: entry.seq,
+            sender: message.sender.clone(),
+            sent_ms: message.sent_ms,
+            user,
+            device,
+            url: target.url,
+            token: target.token,
+        });
     }
     Ok(out)
 }
