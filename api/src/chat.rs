@@ -131,6 +131,22 @@ impl Chat {
             stores.push(sm.read(|sm| sm.store())?);
         }
         hub.set_stores(stores.clone());
+        // Typing from other nodes: straight to this node's subscribers.
+        node.on_relay({
+            let hub = hub.clone();
+            Arc::new(
+                move |payload: Vec<u8>| match pb::ChatEvent::decode(payload.as_slice()) {
+                    Ok(event) => match &event.kind {
+                        Some(pb::chat_event::Kind::Typing(t)) => {
+                            let user = t.user.clone();
+                            hub.relay(&user, event);
+                        }
+                        _ => tracing::debug!("a relayed message that is not typing"),
+                    },
+                    Err(e) => tracing::debug!(error = %e, "a relayed message that does not decode"),
+                },
+            )
+        });
         let chat = Chat {
             inner: Arc::new(Inner {
                 node,
@@ -262,6 +278,17 @@ impl Chat {
         {
             tracing::warn!(partition = p, index, error = %e, "this node lags behind its write");
         }
+    }
+
+    /// Relays an ephemeral event (typing) to this node's subscribers and to
+    /// every other node's, never logging it.
+    pub fn relay(&self, user: &str, event: pb::ChatEvent) {
+        let payload = event.encode_to_vec();
+        self.inner.hub.relay(user, event);
+        let node = self.inner.node.clone();
+        // Not awaited by the caller: typing is worth nothing late, and the
+        // sender's write rate limit bounds how many of these run.
+        tokio::spawn(async move { node.relay(payload).await });
     }
 
     /// Runs `work` in the background until the node shuts down; shutdown

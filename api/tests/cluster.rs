@@ -207,3 +207,43 @@ async fn a_send_retried_on_another_node_after_the_leader_is_shut_down_is_stored_
         assert_eq!(next.seq, first.seq + 2, "no seq was taken twice or skipped");
     }
 }
+
+/// Typing is never logged, so it cannot reach other nodes through the log:
+/// the node that takes the call relays it to every other node, whose hubs
+/// hand it to their subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typing_on_one_node_reaches_a_subscriber_on_another() {
+    let cluster = Cluster::three().await;
+    let n = &cluster.nodes;
+    let mut alice = n[0].client("alice", "phone");
+    let conv = direct(&mut alice, "bob").await;
+    let mut bob = n[2].client("bob", "phone");
+    // Bob's view of the conversation, so his node knows he is a member.
+    eventually("the conversation on bob's node", || {
+        let mut bob = bob.clone();
+        let conv = conv.clone();
+        async move {
+            bob.get_conversation(pb::ConversationRequest {
+                conversation_id: conv,
+            })
+            .await
+            .ok()
+        }
+    })
+    .await;
+    let mut sub = Sub::open(&mut bob, "").await;
+    sub.until_caught_up().await;
+    alice
+        .set_typing(pb::TypingRequest {
+            conversation_id: conv.clone(),
+            typing: true,
+        })
+        .await
+        .expect("typing");
+    let ev = sub.next_conv_event().await;
+    assert_eq!(ev.event.conversation_id, conv);
+    match &ev.event.kind {
+        Some(Kind::Typing(t)) => assert_eq!((t.user.as_str(), t.typing), ("alice", true)),
+        other => panic!("expected typing, got {other:?}"),
+    }
+}

@@ -474,7 +474,7 @@ impl ChatService for Service {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        self.chat.hub().relay(
+        self.chat.relay(
             &c.user,
             pb::ChatEvent {
                 conversation_id: r.conversation_id,

@@ -154,6 +154,18 @@ impl Peers {
         deadline(timeout, client.forward(req)).await
     }
 
+    /// Sends an ephemeral application message to node `target`.
+    pub async fn relay(
+        &self,
+        target: NodeId,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<pb::RelayResponse, Status> {
+        let mut client = self.client(target)?;
+        let req = self.request(pb::RelayRequest { payload }, timeout);
+        deadline(timeout, client.relay(req)).await
+    }
+
     /// Sends a membership change to node `target` (the leader of the
     /// partition the request names).
     pub async fn add_node(

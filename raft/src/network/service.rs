@@ -167,6 +167,14 @@ impl<SM: StateMachine> RaftInternal for Service<SM> {
         }))
     }
 
+    async fn relay(
+        &self,
+        request: Request<pb::RelayRequest>,
+    ) -> Result<Response<pb::RelayResponse>, Status> {
+        self.node.deliver_relayed(request.into_inner().payload);
+        Ok(Response::new(pb::RelayResponse {}))
+    }
+
     async fn initialize(
         &self,
         request: Request<pb::InitializeRequest>,

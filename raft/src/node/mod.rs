@@ -37,7 +37,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use missive_log::Options;
@@ -159,7 +159,16 @@ struct Inner<SM: StateMachine> {
     /// The internal server, until shut down. A std `Mutex` for the same
     /// reason.
     server: Mutex<Option<ServerTask>>,
+    /// Where relayed ephemeral messages go ([`Node::on_relay`]); set once.
+    relay: OnceLock<RelayHandler>,
 }
+
+/// What receives the application's ephemeral messages from other nodes.
+pub type RelayHandler = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
+
+/// How long one relayed message may take to reach a peer: an ephemeral
+/// message later than this is worth nothing.
+pub const RELAY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A cluster node; cheap to clone (clones share it).
 pub struct Node<SM: StateMachine> {
@@ -249,6 +258,7 @@ impl<SM: StateMachine> Node<SM> {
                 incoming: AtomicU64::new(0),
                 closed: Mutex::new(closed),
                 server: Mutex::new(None),
+                relay: OnceLock::new(),
             }),
         };
         node.serve(listener, config.secret);
@@ -345,6 +355,43 @@ impl<SM: StateMachine> Node<SM> {
             .dir
             .join(INCOMING_DIR)
             .join(format!("{n}.snap")))
+    }
+
+    /// Sets what receives other nodes' relayed messages (once; later calls
+    /// are ignored). Messages arriving before it is set are dropped.
+    pub fn on_relay(&self, handler: RelayHandler) {
+        let _ = self.inner.relay.set(handler);
+    }
+
+    /// Hands a message relayed by another node to the handler.
+    pub(crate) fn deliver_relayed(&self, payload: Vec<u8>) {
+        if let Some(h) = self.inner.relay.get() {
+            h(payload);
+        }
+    }
+
+    /// Sends an ephemeral message to every other member (of partition 0's
+    /// membership: every node replicates every partition), at most once and
+    /// best effort — for what is worth nothing late, like typing
+    /// indicators. The calls run concurrently, each with
+    /// [`RELAY_TIMEOUT`]; failures are only logged.
+    pub async fn relay(&self, payload: Vec<u8>) {
+        let Ok(members) = self.members(0) else {
+            return;
+        };
+        let calls = members
+            .into_iter()
+            .filter(|(id, _)| *id != self.inner.id)
+            .map(|(id, addr)| {
+                self.inner.peers.learn(id, &addr);
+                let payload = payload.clone();
+                async move {
+                    if let Err(e) = self.inner.peers.relay(id, payload, RELAY_TIMEOUT).await {
+                        tracing::debug!(peer = id, error = %e, "relaying an ephemeral message");
+                    }
+                }
+            });
+        futures_util::future::join_all(calls).await;
     }
 
     /// Stops serving, shuts every partition down and waits until their logs
