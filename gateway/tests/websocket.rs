@@ -478,3 +478,63 @@ async fn healthz_and_graceful_shutdown_tell_clients_to_reconnect() {
     tokio::spawn(async move { gw.serve(listener, std::future::pending()).await });
     assert_eq!(http_get(addr, "/healthz").await, 503);
 }
+
+/// Ignored until ChatService answers writes on a surviving node after the
+/// first of three stops: today every `send` to the conversation created
+/// before the stop gets `not_found` ("no such conversation") from node 2 for
+/// more than 10 s, so the test cannot reach its point (the subscription's
+/// re-subscribe from the last token). Run it with `--run-ignored all`.
+#[ignore = "ChatService on a surviving node answers not_found for a conversation created before the stop"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_failure_is_invisible_to_subscribers_no_gap_no_duplicate() {
+    let mut env = Env::cluster(3, Limits::default()).await;
+    let mut alice = env.login("alice").await;
+    let mut bob = env.login("bob").await;
+    bob.subscribe("").await;
+    bob.until_caught_up().await;
+    let conv = direct(&mut alice, "bob").await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(send(&mut alice, &conv, &format!("m-{i}"), "before").await);
+    }
+    // The node the gateway prefers (and bob's stream runs on) goes away.
+    env.nodes[0].stop().await;
+    for i in 5..10 {
+        // A write racing the election may be refused as unavailable, or
+        // checked against a replica that has not applied the conversation
+        // yet (not_found): the same client_msg_id makes the retry safe.
+        let deadline = Instant::now() + support::WAIT;
+        loop {
+            let r = alice
+                .call(
+                    "send",
+                    json!({ "conversation_id": conv, "client_msg_id": format!("m-{i}"),
+                            "content": { "text": "after" } }),
+                )
+                .await;
+            if r["type"] == "result" {
+                sent.push(r["data"]["seq"].as_u64().expect("seq"));
+                break;
+            }
+            assert!(
+                r["code"] == "unavailable" || r["code"] == "not_found",
+                "{r}"
+            );
+            assert!(Instant::now() < deadline, "no node took the send");
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let f = bob.next_frame().await;
+        match f["type"].as_str() {
+            Some("event") if f["event"]["kind"] == "message_sent" => {
+                got.push(f["event"]["seq"].as_u64().expect("seq"));
+            }
+            Some("event") => {}
+            other => panic!("unexpected {other:?}: {f}"),
+        }
+    }
+    sent.dedup();
+    assert_eq!(got, sent, "every message once, in order");
+}

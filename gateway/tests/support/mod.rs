@@ -120,9 +120,40 @@ impl Node {
     }
 }
 
-/// A node and a gateway in front of it.
+/// Initializes the cluster of `nodes` from the first and waits until each
+/// node knows a leader of every partition.
+async fn initialize(nodes: &[Node]) {
+    let members: BTreeMap<NodeId, Member> = nodes
+        .iter()
+        .map(|n| (n.chat.node().id(), Member::new(n.chat.node().addr())))
+        .collect();
+    let first = nodes[0].chat.node();
+    let voters = first
+        .metrics(0)
+        .expect("partition 0")
+        .membership_config
+        .membership()
+        .voter_ids()
+        .count();
+    if voters == 0 {
+        first.initialize(members).await.expect("initialize");
+    }
+    let deadline = Instant::now() + WAIT;
+    for n in nodes {
+        let node = n.chat.node();
+        while !(0..node.partitions())
+            .all(|p| node.metrics(p).expect("partition").current_leader.is_some())
+        {
+            assert!(Instant::now() < deadline, "no leaders");
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Nodes and a gateway in front of them.
 pub struct Env {
-    pub node: Node,
+    /// The nodes; the gateway prefers the first.
+    pub nodes: Vec<Node>,
     pub gateway: Gateway,
     /// Where the gateway listens.
     pub addr: SocketAddr,
@@ -137,9 +168,19 @@ impl Env {
     }
 
     pub async fn with(limits: Limits) -> Env {
+        Env::cluster(1, limits).await
+    }
+
+    /// `n` nodes, every one of them known to the gateway.
+    pub async fn cluster(n: u64, limits: Limits) -> Env {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let node = Node::start(1, &dir.path().join("1")).await;
-        let gateway = Gateway::new(vec![node.addr.to_string()], limits).expect("a gateway");
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            nodes.push(Node::start(id, &dir.path().join(id.to_string())).await);
+        }
+        initialize(&nodes).await;
+        let addrs = nodes.iter().map(|n| n.addr.to_string()).collect();
+        let gateway = Gateway::new(addrs, limits).expect("a gateway");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -154,7 +195,7 @@ impl Env {
             }
         });
         Env {
-            node,
+            nodes,
             gateway,
             addr,
             stop: Some(stop),
@@ -165,7 +206,7 @@ impl Env {
 
     /// A token of `user` on device `dev`.
     pub fn token(&self, user: &str) -> String {
-        self.node
+        self.nodes[0]
             .chat
             .auth()
             .mint(user, Some("dev"), 3600)
