@@ -291,6 +291,14 @@ impl Chat {
         tokio::spawn(async move { node.relay(payload).await });
     }
 
+    /// Resolves once the node has begun to shut down.
+    pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.inner.stop.subscribe();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    }
+
     /// Runs `work` in the background until the node shuts down; shutdown
     /// waits for it to end, dropping whatever it holds (a clone of the node
     /// among them).

@@ -198,6 +198,8 @@ async fn run(
         *p = (*p).max(*a);
     }
     send(tx, Kind::CaughtUp(pb::CaughtUp {}), token(epoch, &pos)).await?;
+    let stopping = chat.stopping();
+    tokio::pin!(stopping);
     loop {
         tokio::select! {
             d = reg.rx.recv() => {
@@ -223,6 +225,15 @@ async fn run(
                 send(tx, Kind::Event((*d.event).clone()), token(epoch, &pos)).await?;
             }
             () = tx.closed() => return Ok(()),
+            // Streams would otherwise stay open on a stopped node (a
+            // graceful server shutdown waits for them): tell the client to
+            // go on elsewhere from its token.
+            () = &mut stopping => {
+                return Err(Status::unavailable(format!(
+                    "the node is shutting down; resume with token {}",
+                    token(epoch, &pos)
+                )));
+            }
         }
     }
 }

@@ -79,26 +79,6 @@ impl Node {
                 .expect("serve ChatService");
             }
         });
-        let node = chat.node();
-        if node
-            .metrics(0)
-            .expect("partition 0")
-            .membership_config
-            .membership()
-            .voter_ids()
-            .next()
-            .is_none()
-        {
-            let members = BTreeMap::from([(id, Member::new(node.addr()))]);
-            node.initialize(members).await.expect("initialize");
-        }
-        let deadline = Instant::now() + WAIT;
-        while !(0..node.partitions())
-            .all(|p| node.metrics(p).expect("partition").current_leader.is_some())
-        {
-            assert!(Instant::now() < deadline, "no leaders");
-            sleep(Duration::from_millis(20)).await;
-        }
         Node {
             chat,
             addr,
