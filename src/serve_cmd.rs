@@ -1,7 +1,7 @@
 //! `missive serve`: the embedded default — a one-node cluster running the
-//! chat state machine, serving `ChatService` on loopback, with its data in a
-//! local directory. The first run initializes the cluster; later runs
-//! reopen it.
+//! chat state machine, serving `ChatService` (gRPC) and the WebSocket
+//! gateway on loopback, with its data in a local directory. The first run
+//! initializes the cluster; later runs reopen it.
 //!
 //! On loopback it accepts tokens signed with a public development secret
 //! (mint them with `missive token`); bound anywhere else it refuses to start
@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use missive_api::Chat;
+use missive_gateway::{Gateway, Limits};
 use missive_raft::{Node as Member, NodeConfig};
 use tokio::net::TcpListener;
 
@@ -28,6 +29,9 @@ pub struct ServeArgs {
     /// Where ChatService (gRPC) listens.
     #[arg(long, default_value = "127.0.0.1:7070")]
     grpc: String,
+    /// Where the WebSocket gateway (HTTP: `/ws`, `/healthz`) listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
     /// Where the node's internal replication service listens.
     #[arg(long, default_value = "127.0.0.1:7001")]
     internal: String,
@@ -50,7 +54,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let auth = jwt_arg::resolve(&args.jwt, &[args.grpc.as_str()])?;
+    let auth = jwt_arg::resolve(&args.jwt, &[args.grpc.as_str(), args.http.as_str()])?;
     let secret = secret_arg::resolve(None, &[args.internal.as_str()])?;
     let internal = TcpListener::bind(&args.internal)
         .await
@@ -58,6 +62,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let grpc = TcpListener::bind(&args.grpc)
         .await
         .with_context(|| format!("listening on {}", args.grpc))?;
+    let http = TcpListener::bind(&args.http)
+        .await
+        .with_context(|| format!("listening on {}", args.http))?;
     let mut config = NodeConfig::new(NODE_ID, &args.data, secret)?;
     config.partitions = args.partitions;
     let chat = Chat::start(config, auth, internal)
@@ -78,22 +85,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("initializing the one-node cluster")?;
     }
     println!(
-        "missive serving ChatService on {} ({} partitions, data in {})",
+        "missive serving ChatService on {} and the WebSocket gateway on ws://{}/ws \
+         ({} partitions, data in {})",
         args.grpc,
+        args.http,
         node.partitions(),
         args.data.display()
     );
     println!("  a development token: missive token --user alice");
+    let gateway =
+        Gateway::new(vec![args.grpc.clone()], Limits::default()).context("starting the gateway")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let gateway_task = tokio::spawn({
+        let gateway = gateway.clone();
+        let stop = stopped(stop_rx.clone());
+        async move { gateway.serve(http, stop).await }
+    });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stop = async move {
+    tokio::spawn(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-    };
-    chat.serve(grpc, stop)
-        .await
-        .context("serving ChatService")?;
+        let _ = stop_tx.send(true);
+    });
+    // The gateway first: its clients are told to reconnect while ChatService
+    // still answers; then ChatService and the node.
+    chat.serve(grpc, async move {
+        stopped(stop_rx).await;
+        // Give the gateway its grace to close WebSockets before ChatService
+        // stops under it.
+        let _ = gateway_task.await;
+    })
+    .await
+    .context("serving ChatService")?;
     chat.shutdown().await?;
     println!("missive stopped");
     Ok(ExitCode::SUCCESS)
