@@ -378,3 +378,62 @@ async fn a_node_added_after_a_purge_catches_up_by_streamed_snapshot_and_log() {
         );
     }
 }
+
+/// After a node restarts, the partitions it was placed to lead come back to
+/// it: the survivors, which took them over in the elections, hand them back
+/// once it answers their heartbeats and has the whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_returns_to_its_preferred_node_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fast = |id: NodeId| {
+        let mut c = config(id, &dir.path().join(id.to_string()));
+        c.rebalance_every = Some(Duration::from_millis(200));
+        c
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node(fast(id)).await);
+    }
+    initialize(&nodes).await;
+    assert_eq!(nodes[0].preferred_leader(0).expect("partition"), Some(1));
+    eventually("node 1 to lead partition 0", || {
+        nodes[1].metrics(0).expect("p0").current_leader == Some(1)
+    })
+    .await;
+
+    let old = nodes.remove(0);
+    let addr = old.addr().to_owned();
+    old.shutdown().await.expect("shutdown");
+    drop(old);
+    eventually("another node to lead partition 0", || {
+        matches!(nodes[0].metrics(0).expect("p0").current_leader, Some(2 | 3))
+    })
+    .await;
+    // Writes go on meanwhile.
+    let mut expected = BTreeMap::new();
+    write_keys(&nodes, 0..10, &mut expected).await;
+
+    // Back at the address the membership records.
+    let listener = TcpListener::bind(&addr)
+        .await
+        .expect("bind the old address");
+    let restarted = ClusterNode::start(fast(1), listener, |_| Kv::default())
+        .await
+        .expect("restart node 1");
+    nodes.insert(0, restarted);
+    eventually("partition 0 to come back to node 1", || {
+        nodes
+            .iter()
+            .all(|n| n.metrics(0).expect("p0").current_leader == Some(1))
+    })
+    .await;
+    // And partition 1 stays with (or returns to) node 2.
+    eventually("partition 1 led by node 2", || {
+        nodes[0].metrics(1).expect("p1").current_leader == Some(2)
+    })
+    .await;
+    write_keys(&nodes, 10..20, &mut expected).await;
+    for n in &nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}

@@ -82,7 +82,7 @@ impl<SM: StateMachine> Node<SM> {
 
     /// If this node leads `p`, hands leadership to `to` once `to` has the
     /// whole log, and waits until it leads. Returns whether `to` leads `p`.
-    async fn move_leader(&self, p: u32, to: NodeId) -> Result<bool> {
+    pub(super) async fn move_leader(&self, p: u32, to: NodeId) -> Result<bool> {
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         let mut triggered = false;
         loop {

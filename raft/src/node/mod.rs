@@ -7,6 +7,7 @@
 //! - `meta`: the node metadata file (id, partition count).
 //! - `write`: writes, forwarded to the partition's leader when needed.
 //! - `membership`: initialize, add and remove nodes, spread leaders.
+//! - `rebalance`: handing partitions back to their preferred leaders.
 //! - `status`: [`NodeStatus`], read from openraft's metrics.
 //! - `dump`: [`for_each_committed`], a stopped node's committed commands.
 //!
@@ -28,6 +29,7 @@
 mod dump;
 mod membership;
 mod meta;
+mod rebalance;
 mod status;
 mod write;
 
@@ -90,6 +92,9 @@ pub struct NodeConfig {
     pub log: Options,
     /// How long a write may look for a leader before it fails.
     pub write_timeout: Duration,
+    /// How often the node hands the partitions it leads back to their
+    /// preferred leaders (see `rebalance`); `None` never.
+    pub rebalance_every: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -112,6 +117,7 @@ impl NodeConfig {
             raft: Arc::new(raft.validate().map_err(|e| Error::Config(e.to_string()))?),
             log: Options::default(),
             write_timeout: Duration::from_secs(10),
+            rebalance_every: Some(Duration::from_secs(5)),
         })
     }
 }
@@ -161,6 +167,9 @@ struct Inner<SM: StateMachine> {
     server: Mutex<Option<ServerTask>>,
     /// Where relayed ephemeral messages go ([`Node::on_relay`]); set once.
     relay: OnceLock<RelayHandler>,
+    /// The rebalancing task, aborted at shutdown. A std `Mutex`, never held
+    /// across an `.await`.
+    rebalancer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What receives the application's ephemeral messages from other nodes.
@@ -259,9 +268,29 @@ impl<SM: StateMachine> Node<SM> {
                 closed: Mutex::new(closed),
                 server: Mutex::new(None),
                 relay: OnceLock::new(),
+                rebalancer: Mutex::new(None),
             }),
         };
         node.serve(listener, config.secret);
+        if let Some(every) = config.rebalance_every {
+            // A weak handle: the task must not keep a shut-down node alive.
+            let weak = Arc::downgrade(&node.inner);
+            let task = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    let node = Node { inner };
+                    if let Err(e) = node.rebalance().await {
+                        tracing::debug!(error = %e, "rebalancing leaders");
+                    }
+                }
+            });
+            *node
+                .inner
+                .rebalancer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(task);
+        }
         tracing::info!(id = config.id, addr = %node.inner.addr, partitions = meta.partitions, "node started");
         Ok(node)
     }
@@ -397,6 +426,15 @@ impl<SM: StateMachine> Node<SM> {
     /// Stops serving, shuts every partition down and waits until their logs
     /// are closed (so the directory can be reopened).
     pub async fn shutdown(&self) -> Result<()> {
+        if let Some(task) = self
+            .inner
+            .rebalancer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
         let server = self
             .inner
             .server
