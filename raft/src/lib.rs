@@ -72,7 +72,8 @@ pub mod types;
 pub use applied_state::AppliedState;
 pub use error::{BoxError, Error, Result};
 pub use log_store::{
-    LOG_DIR, LogReader, LogStore, MAX_GROUP_ENTRIES, MAX_READ_BYTES, META_FILE, WRITE_QUEUE_DEPTH,
+    LOG_DIR, LogReader, LogStore, MAX_GROUP_ENTRIES, MAX_GROUP_LINGER, MAX_READ_BYTES, META_FILE,
+    WRITE_QUEUE_DEPTH,
 };
 pub use network::{ClusterSecret, SECRET_HEADER};
 pub use node::{Node as ClusterNode, NodeConfig, NodeStatus};

@@ -79,7 +79,7 @@ use self::partition_log::Shared;
 use self::reader::blocking;
 pub use self::reader::{LogReader, MAX_READ_BYTES};
 use self::writer::Writer;
-pub use self::writer::{MAX_GROUP_ENTRIES, WRITE_QUEUE_DEPTH};
+pub use self::writer::{MAX_GROUP_ENTRIES, MAX_GROUP_LINGER, WRITE_QUEUE_DEPTH};
 use crate::error::{Error, Result};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
