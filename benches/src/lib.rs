@@ -2,8 +2,10 @@
 //! side by side with the physical limits of the machine and with peers, in
 //! one run. Measurements live here, never in timed tests.
 //!
-//! This library holds what the programs share: summary statistics and the
-//! filesystem a benchmark runs on.
+//! This library holds what the programs share: summary statistics, the
+//! filesystem a benchmark runs on, and CPU time from /proc.
+
+pub mod cpu;
 
 /// Median, p50 and p99 of a set of samples.
 pub mod stats {

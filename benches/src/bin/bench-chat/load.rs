@@ -17,11 +17,11 @@ use tokio::task::JoinSet;
 
 use crate::Plan;
 use crate::clients::Clients;
-use crate::cpu::own_cpu_seconds;
 use crate::node::Node;
 use crate::population::Population;
 use crate::rng::Rng;
 use crate::subscribers::{Seen, Subscribers, stamp};
+use missive_benches::cpu::own_cpu_seconds;
 
 /// How long a sender pauses after a failed send.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);

@@ -79,7 +79,6 @@ use anyhow::{Context, Result, bail};
 use missive_benches::filesystem::filesystem_of;
 
 mod clients;
-mod cpu;
 mod load;
 mod node;
 mod population;

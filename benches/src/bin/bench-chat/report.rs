@@ -6,11 +6,11 @@ use std::time::Duration;
 use missive_api::limits::{WRITE_BURST, WRITES_PER_SECOND};
 use serde_json::{Value, json};
 
-use crate::cpu::cores;
 use crate::load::{Latency, Phase};
 use crate::replay::{Pass, Replay};
 use crate::write_cost::Case;
 use crate::{Live, Plan, SENDER_CONNECTIONS};
+use missive_benches::cpu::cores;
 
 /// The write-cost goal: each ratio between the groups within this.
 const WRITE_COST_WITHIN: f64 = 1.2;

@@ -21,10 +21,10 @@ use tokio::task::JoinSet;
 
 use crate::Plan;
 use crate::clients::Clients;
-use crate::cpu::own_cpu_seconds;
 use crate::load::Latency;
 use crate::node::Node;
 use crate::population::create_big_group;
+use missive_benches::cpu::own_cpu_seconds;
 
 /// How long the small group's backlog may take to drain before the big
 /// rounds.

@@ -14,8 +14,8 @@ use missive_benches::stats::quantile;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use crate::cpu::{cpu_seconds, own_cpu_seconds};
 use crate::{MAX_CONNECTIONS, Plan, VALUE_BYTES};
+use missive_benches::cpu::{cpu_seconds, own_cpu_seconds};
 
 /// How long a client waits after a failed write before the next.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);

@@ -71,7 +71,6 @@ use anyhow::{Context, Result, bail};
 use missive_benches::filesystem::filesystem_of;
 use missive_benches::stats::median_of;
 
-mod cpu;
 mod etcd;
 mod limit;
 mod load;

@@ -6,10 +6,10 @@ use std::time::Duration;
 use missive_benches::stats::median_of;
 use serde_json::{Value, json};
 
-use crate::cpu::cores;
 use crate::limit::{Limit, SyncLatency};
 use crate::load::LoadRun;
 use crate::{MAX_CONNECTIONS, Plan, VALUE_BYTES};
+use missive_benches::cpu::cores;
 
 /// One system in one case: medians over the repeats.
 #[derive(Clone, Debug)]
