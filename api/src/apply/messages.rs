@@ -131,6 +131,22 @@ fn live_message(
     }
 }
 
+/// The conversation's head and message `seq` of it, for a change to that
+/// message: the actor must be a member now, the message must exist and not
+/// be deleted.
+fn target(
+    t: &Tables<'_>,
+    ctx: &Ctx<'_>,
+    conv: &str,
+    seq: u64,
+) -> Result<Result<(pb::ConversationRecord, pb::MessageRecord), Rejected>, StoreError> {
+    let head = match member_head(t, ctx, conv)? {
+        Ok(h) => h,
+        Err(r) => return Ok(Err(r)),
+    };
+    Ok(live_message(t, conv, seq)?.map(|record| (head, record)))
+}
+
 pub(super) fn edit(
     t: &mut Tables<'_>,
     ctx: &Ctx<'_>,
@@ -140,12 +156,8 @@ pub(super) fn edit(
         return Ok(Err(r));
     }
     let conv = c.conversation_id.as_str();
-    let mut head = match member_head(t, ctx, conv)? {
-        Ok(h) => h,
-        Err(r) => return Ok(Err(r)),
-    };
-    let mut record = match live_message(t, conv, c.seq)? {
-        Ok(r) => r,
+    let (mut head, mut record) = match target(t, ctx, conv, c.seq)? {
+        Ok(found) => found,
         Err(r) => return Ok(Err(r)),
     };
     let Some(message) = record.message.as_mut() else {
@@ -181,12 +193,8 @@ pub(super) fn delete(
     c: &pb::DeleteMessage,
 ) -> Result<Outcome, StoreError> {
     let conv = c.conversation_id.as_str();
-    let mut head = match member_head(t, ctx, conv)? {
-        Ok(h) => h,
-        Err(r) => return Ok(Err(r)),
-    };
-    let mut record = match live_message(t, conv, c.seq)? {
-        Ok(r) => r,
+    let (mut head, mut record) = match target(t, ctx, conv, c.seq)? {
+        Ok(found) => found,
         Err(r) => return Ok(Err(r)),
     };
     let Some(message) = record.message.as_mut() else {
@@ -248,12 +256,8 @@ pub(super) fn react(
         ))));
     }
     let conv = c.conversation_id.as_str();
-    let mut head = match member_head(t, ctx, conv)? {
-        Ok(h) => h,
-        Err(r) => return Ok(Err(r)),
-    };
-    let mut record = match live_message(t, conv, c.seq)? {
-        Ok(r) => r,
+    let (mut head, mut record) = match target(t, ctx, conv, c.seq)? {
+        Ok(found) => found,
         Err(r) => return Ok(Err(r)),
     };
     let Some(message) = record.message.as_mut() else {
