@@ -21,6 +21,7 @@
 //!   range iterator [`Entries`].
 //! - [`fs`]: the file-system trait, the real one, and the simulated crash disk.
 //! - [`verify`]: offline verification and reading for operators' tools.
+//! - [`backup`]: copying a log's committed prefix into a backup.
 //!
 //! # Invariants
 //!
@@ -35,6 +36,7 @@
 // Storage code returns errors; it never unwraps them. Tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod backup;
 mod error;
 pub mod format;
 pub mod fs;

@@ -180,6 +180,16 @@ pub enum Error {
     /// The internal server could not be set up.
     #[error("transport: {0}")]
     Transport(String),
+
+    /// A backup could not be made or read: its target is busy or not a
+    /// backup, or its manifest is invalid. Changes nothing of the node.
+    #[error("backup {path}: {reason}")]
+    Backup {
+        /// The backup directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -205,7 +215,8 @@ impl Error {
             | Error::Rpc(_)
             | Error::Raft(_)
             | Error::Config(_)
-            | Error::Transport(_) => false,
+            | Error::Transport(_)
+            | Error::Backup { .. } => false,
         }
     }
 
@@ -255,7 +266,8 @@ impl Error {
             | Error::InvalidMembership(_)
             | Error::NonContiguousAppend { .. }
             | Error::UnknownPartition { .. }
-            | Error::Config(_) => io::ErrorKind::InvalidInput,
+            | Error::Config(_)
+            | Error::Backup { .. } => io::ErrorKind::InvalidInput,
             Error::NotLeader { .. } | Error::Unavailable { .. } => io::ErrorKind::WouldBlock,
             Error::OutcomeUnknown { .. } | Error::Rpc(_) | Error::Transport(_) => {
                 io::ErrorKind::ConnectionAborted

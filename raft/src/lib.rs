@@ -29,6 +29,8 @@
 //! - [`node`]: [`Node`], a cluster member with P partitions: writes
 //!   forwarded to leaders, status, membership, leader spreading.
 //! - [`kv`]: a key-value state machine, for tests and benchmarks.
+//! - [`backup`]: backups of a node's data (offline, and the layout and
+//!   manifest `Node::backup` writes).
 //!
 //! # A partition directory
 //!
@@ -57,6 +59,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod applied_state;
+pub mod backup;
 mod error;
 pub mod kv;
 mod log_store;

@@ -167,6 +167,21 @@ impl<SM: StateMachine> StateMachineStore<SM> {
         lock(&self.inner.applied).clone()
     }
 
+    /// Builds a snapshot of the state machine as it stands now (the same
+    /// consistent view openraft's builds take) and makes it current unless
+    /// a newer one already is. For backups, which need a snapshot no older
+    /// than the log they copy.
+    pub(crate) async fn snapshot_now(&self) -> io::Result<RaftSnapshot> {
+        let mut store = self.clone();
+        let mut builder = store.get_snapshot_builder().await;
+        builder.build_snapshot().await
+    }
+
+    /// The partition's log, if linked and still open.
+    pub(crate) fn log(&self) -> Option<Arc<PartitionLog>> {
+        self.inner.log.as_ref().and_then(Weak::upgrade)
+    }
+
     /// Applies `entries` (consecutive, committed) and returns one reply per
     /// entry.
     async fn apply_batch(&self, entries: Vec<Entry>) -> Result<Vec<Reply>> {

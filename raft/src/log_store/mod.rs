@@ -73,6 +73,7 @@ use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState as RaftLogState, RaftLogStorage};
 
 pub use self::meta::META_FILE;
+pub(crate) use self::meta::MetaFile;
 pub use self::partition_log::LOG_DIR;
 pub(crate) use self::partition_log::PartitionLog;
 use self::partition_log::Shared;

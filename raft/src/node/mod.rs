@@ -10,6 +10,7 @@
 //! - `rebalance`: handing partitions back to their preferred leaders.
 //! - `status`: [`NodeStatus`], read from openraft's metrics.
 //! - `dump`: [`for_each_committed`], a stopped node's committed commands.
+//! - `backup`: [`Node::backup`], a consistent backup while writes go on.
 //!
 //! # A node's data directory
 //!
@@ -26,6 +27,7 @@
 //!   snapshot are durable, and openraft's leader finds it again.
 //! - Every partition shares the node's one connection to each peer.
 
+mod backup;
 mod dump;
 mod membership;
 mod meta;
