@@ -5,9 +5,11 @@
 //! - `cluster`: init, add-node, remove-node, status against a running node.
 //! - `kv`: writes through any node, and a stopped node's committed writes.
 //! - `serve`: the embedded default, a one-node chat cluster on loopback.
+//! - `gateway`: a standalone WebSocket gateway in front of ChatService nodes.
 //! - `token`: mints development JWTs.
 
 mod cluster_cmd;
+mod gateway_cmd;
 mod jwt_arg;
 mod kv_cmd;
 mod log_cmd;
@@ -46,6 +48,9 @@ enum Command {
     /// Runs missive on this machine: a one-node cluster serving ChatService
     /// on loopback.
     Serve(serve_cmd::ServeArgs),
+    /// Runs a WebSocket gateway in front of ChatService nodes until
+    /// SIGTERM or Ctrl-C.
+    Gateway(gateway_cmd::GatewayArgs),
     /// Mints a development token (JWT).
     Token(token_cmd::TokenArgs),
 }
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Command::Cluster(cmd) => cluster_cmd::run(cmd),
         Command::Kv(cmd) => kv_cmd::run(cmd),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Gateway(args) => gateway_cmd::run(args),
         Command::Token(args) => token_cmd::run(args),
     };
     match result {

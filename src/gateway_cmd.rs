@@ -1,0 +1,87 @@
+//! `missive gateway`: a standalone WebSocket gateway in front of ChatService
+//! nodes, until SIGTERM or Ctrl-C.
+//!
+//! The gateway is stateless and holds no key: the nodes check every JWT (it
+//! passes tokens through), so it takes only the nodes' ChatService
+//! addresses. Any number of gateways may front the same nodes; a client
+//! resumes on any of them from its last token.
+//!
+//! Each WebSocket is one file descriptor, so the process raises its soft
+//! limit of open files to the hard limit before it listens: the connection
+//! cap (`--max-connections`) is only reachable if the descriptors are there.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use missive_gateway::{Gateway, Limits};
+use rustix::process::{Resource, getrlimit, setrlimit};
+use tokio::net::TcpListener;
+
+/// Runs a gateway.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// A ChatService node (`host:port`); repeat for several. Calls go to the
+    /// first that answers and fail over to the others.
+    #[arg(long = "node", required = true)]
+    nodes: Vec<String>,
+    /// Where the gateway (HTTP: `/ws`, `/healthz`) listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Open WebSocket connections at most; more are refused with HTTP 503.
+    #[arg(long, default_value_t = missive_gateway::limits::MAX_CONNECTIONS)]
+    max_connections: usize,
+}
+
+pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let files = raise_open_files();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(serve(args, files))
+}
+
+/// Raises the soft limit of open files to the hard limit; the soft limit
+/// now. A failure leaves the limit as it was: the gateway still runs, with
+/// fewer connections possible (it says how many below).
+fn raise_open_files() -> Option<u64> {
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            eprintln!("warning: raising the open-file limit: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode> {
+    let limits = Limits {
+        max_connections: args.max_connections,
+        ..Limits::default()
+    };
+    let gateway = Gateway::new(args.nodes.clone(), limits).context("starting the gateway")?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let files = files.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    println!(
+        "missive gateway on ws://{}/ws in front of {} (at most {} connections; {files} open files)",
+        args.listen,
+        args.nodes.join(", "),
+        args.max_connections,
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    gateway
+        .serve(listener, async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await
+        .context("serving the gateway")?;
+    println!("missive gateway stopped");
+    Ok(ExitCode::SUCCESS)
+}
