@@ -13,6 +13,8 @@ mod gateway_cmd;
 mod jwt_arg;
 mod kv_cmd;
 mod log_cmd;
+mod logging;
+mod metrics_http;
 mod node_client;
 mod node_cmd;
 mod secret_arg;
@@ -28,6 +30,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "missive", version, about)]
 struct Cli {
+    /// How log lines on stderr are written (levels: MISSIVE_LOG).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +62,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Log(cmd) => log_cmd::run(cmd),
         Command::Node(args) => node_cmd::run(args),

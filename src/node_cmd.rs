@@ -46,6 +46,9 @@ pub struct NodeArgs {
     /// Where ChatService (gRPC) listens; none if absent.
     #[arg(long, conflicts_with = "kv")]
     grpc: Option<String>,
+    /// Where `GET /metrics` (Prometheus) is served; none if absent.
+    #[arg(long, conflicts_with = "kv")]
+    metrics: Option<String>,
     /// Runs the key-value state machine instead of chat.
     #[arg(long)]
     kv: bool,
@@ -103,6 +106,10 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
     let chat = Chat::start(config, auth, listener)
         .await
         .with_context(|| format!("starting node {} in {}", args.id, args.data.display()))?;
+    if let Some(addr) = &args.metrics {
+        let source = crate::metrics_http::source(chat.clone(), missive_api::metrics::registry());
+        crate::metrics_http::serve(addr, source).await?;
+    }
     let node = chat.node();
     println!(
         "node {} serving {} partitions at {}{}",

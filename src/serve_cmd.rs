@@ -95,6 +95,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("  a development token: missive token --user alice");
     let gateway =
         Gateway::new(vec![args.grpc.clone()], Limits::default()).context("starting the gateway")?;
+    // One `/metrics` on the gateway's listener: the node's series and the
+    // gateway's.
+    let mut registry = missive_api::metrics::registry();
+    gateway.register_metrics(&mut registry);
+    gateway.set_metrics(crate::metrics_http::source(chat.clone(), registry));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

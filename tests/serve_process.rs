@@ -2,7 +2,8 @@
 //! starts a one-node cluster with ChatService and the WebSocket gateway on
 //! loopback, answers `/healthz`, takes a message sent with a token from
 //! `missive token`, stops cleanly on SIGTERM, and serves the same history
-//! after a restart from its data directory.
+//! after a restart from its data directory; its `/metrics` move when
+//! messages flow.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -50,13 +51,24 @@ impl Serve {
 
     /// The status `/healthz` answers, if the gateway answers at all.
     fn healthz(&self) -> Option<u16> {
+        self.get("/healthz")?.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The whole HTTP/1.1 response to `GET path`, if the gateway answers.
+    fn get(&self, path: &str) -> Option<String> {
         let mut c = TcpStream::connect(&self.http).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
         let mut out = String::new();
         c.read_to_string(&mut out).ok()?;
-        out.split_whitespace().nth(1)?.parse().ok()
+        Some(out)
+    }
+
+    /// `/metrics`, each series' values summed over its labels.
+    fn metrics(&self) -> Metrics {
+        let body = self.get("/metrics").expect("/metrics answers");
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        Metrics(body)
     }
 
     /// SIGTERM, then the exit status and what it printed.
@@ -167,6 +179,165 @@ async fn serve_takes_a_message_stops_on_sigterm_and_keeps_it_across_a_restart() 
         .into_inner();
     assert_eq!(history.messages.len(), 1);
     assert_eq!(history.messages[0].seq, sent.seq);
+    let (ok, out) = serve.stop();
+    assert!(ok, "{out}");
+}
+
+/// A `/metrics` response.
+struct Metrics(String);
+
+impl Metrics {
+    /// The sum of `name`'s samples (every label set), or None if absent.
+    fn get(&self, name: &str) -> Option<f64> {
+        let mut found = None;
+        for line in self.0.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+                continue;
+            }
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("a sample value in {line:?}"));
+            *found.get_or_insert(0.0) += value;
+        }
+        found
+    }
+
+    fn value(&self, name: &str) -> f64 {
+        self.get(name)
+            .unwrap_or_else(|| panic!("/metrics has no {name}:\n{}", self.0))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_the_listed_series_and_move_when_messages_flow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("data"));
+    let before = serve.metrics();
+    for series in [
+        "missive_log_append_seconds_count",
+        "missive_raft_commit_seconds_count",
+        "missive_raft_apply_lag",
+        "missive_raft_partitions",
+        "missive_raft_partitions_led",
+        "missive_raft_leader",
+        "missive_ws_connections",
+        "missive_messages_sent_total",
+        "missive_events_delivered_total",
+        "missive_delivery_seconds_count",
+        "missive_push_backlog",
+        "missive_push_dead_letters",
+        "missive_rate_limited_total",
+        "missive_ws_rate_limited_total",
+    ] {
+        before.value(series);
+    }
+    assert_eq!(before.value("missive_raft_partitions"), 4.0);
+    assert_eq!(before.value("missive_raft_partitions_led"), 4.0);
+
+    let mut alice = client(&serve.grpc, "alice").await;
+    let mut bob = client(&serve.grpc, "bob").await;
+    let conv = alice
+        .create_direct(pb::CreateDirectRequest { peer: "bob".into() })
+        .await
+        .expect("create a direct conversation")
+        .into_inner()
+        .conversation_id;
+    let mut events = bob
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // The subscription is live once its replay is over.
+    loop {
+        let r = events.message().await.expect("stream").expect("open");
+        if matches!(r.kind, Some(pb::subscribe_response::Kind::CaughtUp(_))) {
+            break;
+        }
+    }
+    // A WebSocket held open shows in the gateway's connection gauge.
+    let mut ws = TcpStream::connect(&serve.http).expect("connect");
+    write!(
+        ws,
+        "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .expect("upgrade request");
+    let mut head = [0u8; 12];
+    ws.read_exact(&mut head).expect("upgrade answer");
+    assert_eq!(&head, b"HTTP/1.1 101");
+
+    const SENT: u64 = 5;
+    for i in 0..SENT {
+        alice
+            .send(pb::SendRequest {
+                conversation_id: conv.clone(),
+                client_msg_id: format!("m{i}"),
+                content: Some(pb::Content {
+                    text: format!("message {i}"),
+                    ..Default::default()
+                }),
+                reply_to: 0,
+            })
+            .await
+            .expect("send");
+    }
+    let mut received = 0;
+    while received < SENT {
+        let r = events.message().await.expect("stream").expect("open");
+        if let Some(pb::subscribe_response::Kind::Event(e)) = r.kind
+            && matches!(e.kind, Some(pb::chat_event::Kind::MessageSent(_)))
+        {
+            received += 1;
+        }
+    }
+    // A retry with a known client_msg_id is not a new message.
+    alice
+        .send(pb::SendRequest {
+            conversation_id: conv.clone(),
+            client_msg_id: "m0".into(),
+            content: Some(pb::Content {
+                text: "message 0".into(),
+                ..Default::default()
+            }),
+            reply_to: 0,
+        })
+        .await
+        .expect("retry");
+    // Past the per-user burst, writes are refused and counted.
+    let mut refused = false;
+    for _ in 0..400 {
+        let r = alice
+            .mark_delivered(pb::ReceiptRequest {
+                conversation_id: conv.clone(),
+                up_to: SENT,
+            })
+            .await;
+        if let Err(st) = r {
+            assert_eq!(st.code(), tonic::Code::ResourceExhausted, "{st}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "400 writes in a burst were never rate limited");
+
+    let after = serve.metrics();
+    let moved = |name: &str| after.value(name) - before.value(name);
+    assert_eq!(moved("missive_messages_sent_total"), SENT as f64);
+    assert!(moved("missive_events_delivered_total") >= SENT as f64);
+    assert!(moved("missive_delivery_seconds_count") >= SENT as f64);
+    assert!(moved("missive_raft_commit_seconds_count") >= SENT as f64);
+    assert!(moved("missive_log_append_seconds_count") >= 1.0);
+    assert!(moved("missive_rate_limited_total") >= 1.0);
+    assert_eq!(after.value("missive_ws_connections"), 1.0);
+    assert_eq!(after.value("missive_subscriptions"), 1.0);
+    assert_eq!(after.value("missive_raft_apply_lag"), 0.0);
+    drop(ws);
+    drop(events);
     let (ok, out) = serve.stop();
     assert!(ok, "{out}");
 }

@@ -202,6 +202,7 @@ impl Chat {
         if self.inner.limiter.allow(user) {
             Ok(())
         } else {
+            crate::metrics::RATE_LIMITED.inc();
             Err(Rejected::exhausted(format!(
                 "too many writes from {user}; slow down"
             )))

@@ -136,8 +136,11 @@ impl State {
                 continue;
             };
             match sub.tx.try_send(d.clone()) {
-                Ok(()) => {}
+                Ok(()) => {
+                    crate::metrics::EVENTS_DELIVERED.inc();
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    crate::metrics::SLOW_SUBSCRIBERS.inc();
                     sub.overflowed.store(true, Ordering::Relaxed);
                     dropped.push(id);
                 }
@@ -320,6 +323,7 @@ impl Hub {
             let mut st = self.lock();
             for (p, convs) in events.into_iter().zip(presence_convs) {
                 let conv = p.event.conversation_id.clone();
+                crate::metrics::observe_delivery(p.event.timestamp_ms);
                 let d = Delivery {
                     position: Some((partition, p.index)),
                     event: Arc::new(p.event),

@@ -45,6 +45,7 @@ pub mod error;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod metrics;
 pub mod presence;
 pub mod push;
 pub mod query;

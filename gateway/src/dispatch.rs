@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tonic::Status;
 
+use crate::media::{self, Media, MediaError};
 use crate::nodes::{Bearer, Nodes};
 use crate::protocol::{code, status_code};
 use crate::render;
@@ -41,6 +42,8 @@ pub const TYPES: &[&str] = &[
     "publish_keys",
     "claim_keys",
     "set_push_target",
+    "media_upload",
+    "media_url",
 ];
 
 /// Why a request got no result: an `error` frame's code and message.
@@ -63,6 +66,15 @@ fn bad(message: impl Into<String>) -> Failure {
     Failure {
         code: code::BAD_REQUEST,
         message: message.into(),
+    }
+}
+
+impl From<MediaError> for Failure {
+    fn from(e: MediaError) -> Self {
+        Failure {
+            code: e.code(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -283,6 +295,21 @@ struct ClaimKeys {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct MediaUpload {
+    sha256: String,
+    size: u64,
+    mime_type: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaUrl {
+    media_id: String,
+    mime_type: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PushTarget {
     #[serde(default)]
     url: String,
@@ -290,9 +317,12 @@ struct PushTarget {
     token: String,
 }
 
-/// Answers one request of a [`TYPES`] type as the caller `bearer`.
+/// Answers one request of a [`TYPES`] type as the caller `bearer`. Media
+/// requests are answered by the gateway itself from `media` (no node is
+/// called: the connection was authenticated by one already).
 pub async fn dispatch(
     nodes: &Nodes,
+    media: Option<&Media>,
     bearer: &Bearer,
     kind: &str,
     body: Map<String, Value>,
@@ -589,6 +619,22 @@ pub async fn dispatch(
                 })
                 .await?;
             render::done()
+        }
+        "media_upload" => {
+            let r: MediaUpload = fields(body)?;
+            let media = media.ok_or(MediaError::NotConfigured)?;
+            let g = media
+                .grant_upload(&r.sha256, r.size, &r.mime_type, media::now_ms())
+                .await?;
+            render::media_upload(&r.sha256, &g)
+        }
+        "media_url" => {
+            let r: MediaUrl = fields(body)?;
+            let media = media.ok_or(MediaError::NotConfigured)?;
+            let g = media
+                .grant_download(&r.media_id, &r.mime_type, media::now_ms())
+                .await?;
+            render::media_url(&g)
         }
         other => {
             return Err(Failure {

@@ -11,6 +11,15 @@ pub enum Error {
     /// A node address is not a valid URI.
     #[error("bad node address {addr:?}: {reason}")]
     BadNode { addr: String, reason: String },
+    /// The media store could not be opened (`Gateway::with_media`).
+    #[error("opening the media store in {dir}: {source}")]
+    Media {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A builder method was called twice on one gateway.
+    #[error("{0} is configured already")]
+    Configured(&'static str),
     /// Accepting connections failed.
     #[error("accepting connections: {0}")]
     Io(#[from] std::io::Error),

@@ -1,4 +1,4 @@
-//! [`Gateway`]: the HTTP surface (`/ws`, `/healthz`), the accept loop with
+//! [`Gateway`]: the HTTP surface (`/ws`, `/healthz`, `/metrics`), the accept loop with
 //! its timeouts, the connection cap and graceful shutdown.
 //!
 //! `serve` runs its own accept loop over hyper rather than `axum::serve` so
@@ -8,15 +8,17 @@
 //! `Limits::shutdown_grace`.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures_util::StreamExt;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,8 +28,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, timeout};
 
+use crate::devlogin::{self, DevLogin, Minter};
 use crate::error::Error;
 use crate::limits::Limits;
+use crate::media::{self, Media, MediaConfig, MediaError};
 use crate::nodes::Nodes;
 use crate::outbox::{Stats, StatsSnapshot};
 use crate::session::{self, Context, ReadError};
@@ -46,7 +50,32 @@ struct Inner {
     connections: Arc<Semaphore>,
     /// Turns true once: every session closes with 1012 and no new one starts.
     stop: watch::Sender<bool>,
+    /// What `/metrics` answers when set (a process with a node in it adds
+    /// the node's series); otherwise the gateway's own series.
+    metrics: std::sync::OnceLock<Hook>,
+    /// Set by [`Gateway::with_dev_login`]; `/dev/login` answers 404 without.
+    dev_login: OnceLock<DevLogin>,
 }
+
+/// A [`MetricsSource`], opaque to `Debug`.
+struct Hook(MetricsSource);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSource")
+    }
+}
+
+/// Renders a whole `/metrics` body (OpenMetrics text); see
+/// [`Gateway::set_metrics`].
+pub type MetricsSource = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The Content-Type of an OpenMetrics text body.
+const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 impl Gateway {
     /// A gateway to the ChatService endpoints `node_addrs` (`host:port`).
@@ -61,20 +90,67 @@ impl Gateway {
                     nodes,
                     limits,
                     stats: Arc::new(Stats::default()),
+                    media: OnceLock::new(),
                 }),
                 stop,
+                metrics: std::sync::OnceLock::new(),
+                dev_login: OnceLock::new(),
             }),
         })
     }
 
-    /// The routes: `GET /ws` (the WebSocket protocol) and `GET /healthz`.
+    /// Keeps media (uploads and downloads by signed URL, docs/protocol.md
+    /// "Media") in `config.dir`, creating it. Without it, `media_upload` and
+    /// `media_url` answer `unavailable` and `/media/` answers 404.
+    pub fn with_media(self, config: MediaConfig) -> Result<Gateway, Error> {
+        let dir = config.dir.clone();
+        let media = Media::open(config).map_err(|source| Error::Media { dir, source })?;
+        self.inner
+            .ctx
+            .media
+            .set(Arc::new(media))
+            .map_err(|_| Error::Configured("media"))?;
+        Ok(self)
+    }
+
+    /// Answers `POST /dev/login` with tokens from `minter` (docs/protocol.md,
+    /// "Development login"). Only for deployments where anyone may mint
+    /// tokens anyway; without it the route answers 404.
+    pub fn with_dev_login(self, minter: Minter) -> Result<Gateway, Error> {
+        self.inner
+            .dev_login
+            .set(DevLogin(minter))
+            .map_err(|_| Error::Configured("development login"))?;
+        Ok(self)
+    }
+
+    /// The routes: `GET /ws` (the WebSocket protocol), `GET /healthz`,
+    /// `PUT`/`GET /media/{id}` (signed media URLs) and `POST /dev/login`.
     /// Another server may mount them beside its own (the web app); it then
     /// calls [`Gateway::shutdown`] when it stops.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/ws", get(ws))
             .route("/healthz", get(healthz))
+            .route("/media/{id}", get(media_get).put(media_put))
+            .route("/dev/login", post(dev_login))
+            .route("/metrics", get(metrics))
             .with_state(self.clone())
+    }
+
+    /// Adds the gateway's series (`missive_ws_*`) to `registry`, read from
+    /// its counters at each scrape.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(crate::metrics::StatsCollector(
+            self.inner.ctx.stats.clone(),
+        )));
+    }
+
+    /// Makes `/metrics` answer what `source` renders (once; later calls are
+    /// ignored). A process that runs a node beside the gateway renders both
+    /// in one body; `source` should include [`Gateway::register_metrics`].
+    pub fn set_metrics(&self, source: MetricsSource) {
+        let _ = self.inner.metrics.set(Hook(source));
     }
 
     /// The gateway's counters now.
@@ -185,6 +261,7 @@ async fn ws(State(gw): State<Gateway>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
         .max_message_size(hard)
         .max_frame_size(hard)
+        .read_buffer_size(ctx.limits.read_buffer_bytes)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             let _open = Open::new(ctx.stats.clone());
@@ -204,6 +281,28 @@ fn read_error(e: axum::Error) -> ReadError {
     }
 }
 
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    let body = match gw.inner.metrics.get() {
+        Some(Hook(source)) => source().await,
+        None => {
+            let mut registry = prometheus_client::registry::Registry::default();
+            gw.register_metrics(&mut registry);
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &registry)
+                .map(|()| out)
+                .map_err(|e| e.to_string())
+        }
+    };
+    match body {
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 async fn healthz(State(gw): State<Gateway>) -> Response {
     if gw.inner.ctx.nodes.any_answers().await {
         (StatusCode::OK, "ok\n").into_response()
@@ -214,4 +313,43 @@ async fn healthz(State(gw): State<Gateway>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn media_put(
+    State(gw): State<Gateway>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(m) = gw.inner.ctx.media.get() else {
+        return MediaError::NotConfigured.into_response();
+    };
+    match m
+        .put(&id, uri.query(), &headers, body, media::now_ms())
+        .await
+    {
+        Ok(s) => (
+            StatusCode::CREATED,
+            [(CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "media_id": s.media_id, "size": s.size, "mime_type": s.mime_type })
+                .to_string(),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn media_get(State(gw): State<Gateway>, Path(id): Path<String>, uri: Uri) -> Response {
+    let Some(m) = gw.inner.ctx.media.get() else {
+        return MediaError::NotConfigured.into_response();
+    };
+    match m.get(&id, uri.query(), media::now_ms()).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dev_login(State(gw): State<Gateway>, body: Body) -> Response {
+    devlogin::login(gw.inner.dev_login.get(), body).await
 }

@@ -51,6 +51,7 @@ pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod limits;
+mod metrics;
 pub mod nodes;
 pub mod outbox;
 pub mod protocol;

@@ -41,6 +41,10 @@ pub struct Stats {
     pub slow_consumers: AtomicU64,
     /// The most frames any one connection has had queued at once.
     pub queue_high_water: AtomicUsize,
+    /// Request frames read from authenticated connections.
+    pub requests: AtomicU64,
+    /// Requests answered `rate_limited` by the per-connection bucket.
+    pub rate_limited: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -50,6 +54,8 @@ pub struct StatsSnapshot {
     pub refused: u64,
     pub slow_consumers: u64,
     pub queue_high_water: usize,
+    pub requests: u64,
+    pub rate_limited: u64,
 }
 
 impl Stats {
@@ -59,6 +65,8 @@ impl Stats {
             refused: self.refused.load(Ordering::Relaxed),
             slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
             queue_high_water: self.queue_high_water.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
         }
     }
 }

@@ -211,6 +211,22 @@ pub fn claim_keys(r: &pb::ClaimKeysResponse) -> Value {
     })
 }
 
+/// `media_upload`'s answer: where to PUT the bytes, until when, and
+/// whether the object is stored already (the PUT may then be skipped).
+pub fn media_upload(media_id: &str, g: &crate::media::Grant) -> Value {
+    json!({
+        "media_id": media_id,
+        "upload_url": g.url,
+        "expires_ms": g.expires_ms,
+        "stored": g.stored,
+    })
+}
+
+/// `media_url`'s answer: where to GET the bytes, and until when.
+pub fn media_url(g: &crate::media::Grant) -> Value {
+    json!({ "url": g.url, "expires_ms": g.expires_ms })
+}
+
 /// The answer of a call that has nothing more to say.
 pub fn done() -> Value {
     json!({})

@@ -14,7 +14,7 @@
 //! - A frame over `Limits::max_request_bytes`, malformed, unknown or over
 //!   the rate gets an `error` frame and reaches no node.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -28,6 +28,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::dispatch::{self, dispatch};
 use crate::limits::{CLOSE_TIMEOUT, Limits, MAX_TOKEN_BYTES};
+use crate::media::Media;
 use crate::nodes::{Bearer, Nodes};
 use crate::outbox::{Outbox, Stats};
 use crate::protocol::{self, Frame, ReqId, close, code};
@@ -50,6 +51,8 @@ pub struct Context {
     pub nodes: Arc<Nodes>,
     pub limits: Limits,
     pub stats: Arc<Stats>,
+    /// The media store, once the gateway keeps media (`Gateway::with_media`).
+    pub media: OnceLock<Arc<Media>>,
 }
 
 /// Runs one connection until it closes. `shutdown` turning true closes it
@@ -328,7 +331,15 @@ impl Session {
                 return;
             }
         };
+        self.ctx
+            .stats
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !self.bucket.take(std::time::Instant::now()) {
+            self.ctx
+                .stats
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.out
                 .text(protocol::error(
                     &frame.req_id,
@@ -409,16 +420,18 @@ impl Session {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
-        let (nodes, bearer, out) = (
+        let (nodes, media, bearer, out) = (
             self.ctx.nodes.clone(),
+            self.ctx.media.get().cloned(),
             self.bearer.clone(),
             self.out.clone(),
         );
         self.in_flight.spawn(async move {
-            let answer = match dispatch(&nodes, &bearer, &frame.kind, frame.body).await {
-                Ok(data) => protocol::result(&frame.req_id, data),
-                Err(f) => protocol::error(&frame.req_id, f.code, &f.message),
-            };
+            let answer =
+                match dispatch(&nodes, media.as_deref(), &bearer, &frame.kind, frame.body).await {
+                    Ok(data) => protocol::result(&frame.req_id, data),
+                    Err(f) => protocol::error(&frame.req_id, f.code, &f.message),
+                };
             out.text(answer).await;
             drop(permit);
         });

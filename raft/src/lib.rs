@@ -63,6 +63,7 @@ pub mod backup;
 mod error;
 pub mod kv;
 mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod partition;

@@ -334,8 +334,12 @@ pub async fn deliver(n: &Notification, config: &PushConfig) -> Result<(), Failed
     loop {
         attempt += 1;
         match webhook::post(&n.url, &body, config.call_timeout).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                crate::metrics::PUSH_DELIVERED.inc();
+                return Ok(());
+            }
             Err(e) if attempt >= config.max_attempts => {
+                crate::metrics::PUSH_DEAD_LETTERED.inc();
                 return Err(Failed {
                     attempts: attempt,
                     error: e.to_string(),

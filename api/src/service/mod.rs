@@ -31,6 +31,26 @@ use crate::{ids, query, validate};
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 << 20;
 
 /// The routes: ChatService (authenticated), health, reflection.
+/// The metadata key a caller may set to name its call in the node's logs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longer request ids are replaced by one made here.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// A request id unique within this process: its start time and a counter.
+fn next_request_id() -> String {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: LazyLock<u64> = LazyLock::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{:x}-{}", *START, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 pub fn router(chat: Chat) -> tonic::transport::server::Router {
     let auth = chat.auth().interceptor();
     let service = InterceptedService::new(
@@ -47,7 +67,19 @@ pub fn router(chat: Chat) -> tonic::transport::server::Router {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(missive_proto::FILE_DESCRIPTOR_SET)
         .build_v1();
-    let mut builder = tonic::transport::Server::builder();
+    // Every call runs in a span carrying its request id: the caller's
+    // `x-request-id` (a gateway passes its own) or one made here, so each
+    // log line a call writes can be traced back to it.
+    let mut builder = tonic::transport::Server::builder().trace_fn(|req| {
+        let id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= MAX_REQUEST_ID_BYTES)
+            .map(str::to_owned)
+            .unwrap_or_else(next_request_id);
+        tracing::info_span!("grpc", method = %req.uri().path(), request_id = %id)
+    });
     let router = builder.add_service(health_service);
     let router = match reflection {
         Ok(r) => router.add_service(r),
@@ -264,6 +296,9 @@ impl ChatService for Service {
             reply_to: r.reply_to,
         });
         let reply = self.write(&r.conversation_id, &c, op).await?;
+        if !reply.duplicate {
+            crate::metrics::MESSAGES_SENT.inc();
+        }
         Ok(Response::new(pb::SendResponse {
             seq: reply.seq,
             timestamp_ms: reply.timestamp_ms,

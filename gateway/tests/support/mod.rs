@@ -153,6 +153,16 @@ impl Env {
 
     /// `n` nodes, every one of them known to the gateway.
     pub async fn cluster(n: u64, limits: Limits) -> Env {
+        Env::build(n, limits, |gw, _, _| gw).await
+    }
+
+    /// `n` nodes and a gateway that `configure` finishes (media, development
+    /// login), given the test's directory and the first node's chat.
+    pub async fn build(
+        n: u64,
+        limits: Limits,
+        configure: impl FnOnce(Gateway, &Path, &Chat) -> Gateway,
+    ) -> Env {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut nodes = Vec::new();
         for id in 1..=n {
@@ -161,6 +171,7 @@ impl Env {
         initialize(&nodes).await;
         let addrs = nodes.iter().map(|n| n.addr.to_string()).collect();
         let gateway = Gateway::new(addrs, limits).expect("a gateway");
+        let gateway = configure(gateway, dir.path(), &nodes[0].chat);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();

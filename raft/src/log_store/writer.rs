@@ -243,6 +243,8 @@ fn run(log: Shared, mut rx: mpsc::Receiver<Request>) {
                 let started = Instant::now();
                 let result = log.write(first, group_last);
                 last_write = started.elapsed();
+                crate::metrics::LOG_APPEND_SECONDS.observe(last_write.as_secs_f64());
+                crate::metrics::LOG_APPEND_ENTRIES.observe((group_last + 1 - first) as f64);
                 if let Err(e) = &result {
                     tracing::error!(dir = %log.dir().display(), first, last = group_last, error = %e, "raft log append failed");
                 }

@@ -36,6 +36,17 @@ impl<SM: StateMachine> Node<SM> {
 
     /// [`Node::write`], also returning the index the command committed at.
     pub async fn write_indexed(&self, p: u32, command: Command) -> Result<(Reply, u64)> {
+        let started = Instant::now();
+        let result = self.write_with_retries(p, command).await;
+        if result.is_ok() {
+            crate::metrics::COMMIT_SECONDS.observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// [`Node::write_indexed`] without the measuring: finds the leader,
+    /// retrying until the write deadline.
+    async fn write_with_retries(&self, p: u32, command: Command) -> Result<(Reply, u64)> {
         let deadline = Instant::now() + self.inner.write_timeout;
         loop {
             let leader = self.metrics(p)?.current_leader;
