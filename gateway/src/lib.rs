@@ -26,6 +26,9 @@
 //! - [`subscription`]: `Subscribe` forwarded, re-subscribed from the last
 //!   token on another node when one fails.
 //! - [`dispatch`]: request frames to ChatService calls.
+//! - [`media`]: attachments on local disk, content-addressed, moved over
+//!   HTTP (`/media/{id}`) with signed, expiring URLs.
+//! - [`devlogin`]: `POST /dev/login`, tokens for development only.
 //! - [`nodes`]: shared gRPC channels and fail-over.
 //! - [`protocol`], [`render`]: frames, codes, and the JSON of answers.
 //! - [`ratelimit`], [`limits`]: every bound.
@@ -47,10 +50,12 @@
 // Network code: a failure is an answer to the client, never a panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod devlogin;
 pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod limits;
+pub mod media;
 mod metrics;
 pub mod nodes;
 pub mod outbox;
@@ -63,4 +68,5 @@ pub mod subscription;
 pub use error::Error;
 pub use gateway::Gateway;
 pub use limits::Limits;
+pub use media::MediaConfig;
 pub use outbox::StatsSnapshot;
