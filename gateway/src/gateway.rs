@@ -136,6 +136,7 @@ impl Gateway {
             .route("/dev/login", post(dev_login))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
+            .merge(crate::webapp::router())
     }
 
     /// Adds the gateway's series (`missive_ws_*`) to `registry`, read from

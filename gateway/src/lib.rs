@@ -32,6 +32,7 @@
 //! - [`nodes`]: shared gRPC channels and fail-over.
 //! - [`protocol`], [`render`]: frames, codes, and the JSON of answers.
 //! - [`ratelimit`], [`limits`]: every bound.
+//! - [`webapp`]: the web app's static files at `/`.
 //!
 //! # Invariants
 //!
@@ -64,6 +65,7 @@ pub mod ratelimit;
 pub mod render;
 pub mod session;
 pub mod subscription;
+pub mod webapp;
 
 pub use error::Error;
 pub use gateway::Gateway;
