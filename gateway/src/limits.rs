@@ -14,6 +14,14 @@ pub const HARD_MESSAGE_BYTES: usize = 4 << 20;
 /// accepts (1 MiB) with its bytes in base64.
 pub const MAX_REQUEST_BYTES: usize = 2 << 20;
 
+/// Bytes of the buffer each connection reads the socket into, and the most
+/// one read call takes. tungstenite allocates and zeroes all of it for every
+/// connection up front: its default, 128 KiB, was nine tenths of an idle
+/// connection's memory (docs/benchmarks-ws.md). 2 KiB holds an `auth` frame
+/// with a long (RS256) token in one read; a bigger frame grows the buffer
+/// for itself and costs more read calls (a 2 MiB one about a thousand).
+pub const READ_BUFFER_BYTES: usize = 2 * 1024;
+
 /// Outgoing frames queued for one connection (results, errors and events).
 pub const SEND_QUEUE: usize = 256;
 
@@ -85,6 +93,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// See [`MAX_REQUEST_BYTES`].
     pub max_request_bytes: usize,
+    /// See [`READ_BUFFER_BYTES`].
+    pub read_buffer_bytes: usize,
     /// See [`HARD_MESSAGE_BYTES`].
     pub hard_message_bytes: usize,
     /// See [`AUTH_TIMEOUT`].
@@ -111,6 +121,7 @@ impl Default for Limits {
             request_burst: REQUEST_BURST,
             max_in_flight: MAX_IN_FLIGHT,
             max_request_bytes: MAX_REQUEST_BYTES,
+            read_buffer_bytes: READ_BUFFER_BYTES,
             hard_message_bytes: HARD_MESSAGE_BYTES,
             auth_timeout: AUTH_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,

@@ -71,7 +71,12 @@ where
     );
     let mut session = None;
     let mut writer_done = false;
-    if let Some(bearer) = authenticate(&ctx, &out, &mut stream).await {
+    // Boxed: the node call makes `authenticate` the largest state of this
+    // future by far (~2 KiB), and a task's allocation is as big as its
+    // largest state for as long as it lives. Boxed, those bytes are freed
+    // once the connection is authenticated (docs/benchmarks-ws.md).
+    let authenticated = Box::pin(authenticate(&ctx, &out, &mut stream)).await;
+    if let Some(bearer) = authenticated {
         let mut s = Session {
             permits: Arc::new(Semaphore::new(ctx.limits.max_in_flight.max(1))),
             bucket: Bucket::new(
