@@ -4,16 +4,23 @@
 //! initializes the cluster; later runs reopen it.
 //!
 //! On loopback it accepts tokens signed with a public development secret
-//! (mint them with `missive token`); bound anywhere else it refuses to start
-//! unless a JWT key is configured.
+//! (mint them with `missive token`, or `POST /dev/login` on the gateway);
+//! bound anywhere else it refuses to start unless a JWT key is configured.
+//!
+//! The gateway keeps media under `<data>/media`, signing its URLs with a
+//! random key kept in `<data>/media/key` (made once, mode 0600), so URLs
+//! handed out survive a restart.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use missive_api::Chat;
-use missive_gateway::{Gateway, Limits};
+use missive_api::{Auth, Chat};
+use missive_gateway::devlogin::Minter;
+use missive_gateway::{Gateway, Limits, MediaConfig};
 use missive_raft::{Node as Member, NodeConfig};
 use tokio::net::TcpListener;
 
@@ -93,8 +100,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         args.data.display()
     );
     println!("  a development token: missive token --user alice");
-    let gateway =
-        Gateway::new(vec![args.grpc.clone()], Limits::default()).context("starting the gateway")?;
+    let mut gateway = Gateway::new(vec![args.grpc.clone()], Limits::default())
+        .context("starting the gateway")?
+        .with_media(media_config(&args.data)?)
+        .context("opening the media store")?;
+    if let Some(minter) = dev_login(chat.auth(), &[args.grpc.as_str(), args.http.as_str()]) {
+        gateway = gateway
+            .with_dev_login(minter)
+            .context("enabling the development login")?;
+        println!(
+            "  development login: POST http://{}/dev/login {{\"user\":\"alice\"}}",
+            args.http
+        );
+    }
     // One `/metrics` on the gateway's listener: the node's series and the
     // gateway's.
     let mut registry = missive_api::metrics::registry();
@@ -130,4 +148,67 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     chat.shutdown().await?;
     println!("missive stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a development login's token lasts (as `missive token`'s).
+const DEV_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
+/// The media store of `data`: `<data>/media`, signed with the key kept in
+/// `<data>/media/key`.
+fn media_config(data: &Path) -> anyhow::Result<MediaConfig> {
+    let dir = data.join("media");
+    let key_path = dir.join("key");
+    let key = missive_gateway::media::load_or_create_key(&key_path)
+        .with_context(|| format!("reading or creating {}", key_path.display()))?;
+    Ok(MediaConfig::new(dir, key))
+}
+
+/// A minter for `POST /dev/login`, only when anyone may mint tokens anyway:
+/// the node accepts tokens signed with the public development secret and
+/// every client-facing address is on loopback.
+fn dev_login(auth: &Auth, addrs: &[&str]) -> Option<Minter> {
+    let dev = Auth::hs256(jwt_arg::DEV_JWT_SECRET.as_bytes()).ok()?;
+    let probe = dev.mint("dev-login-probe", None, 60).ok()?;
+    if auth.verify(&probe).is_err() || !addrs.iter().all(|a| is_loopback(a)) {
+        return None;
+    }
+    Some(Arc::new(move |user: &str| {
+        dev.mint(user, None, DEV_TOKEN_TTL_SECS)
+            .map_err(|e| e.to_string())
+    }))
+}
+
+fn is_loopback(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .map(|a| {
+            let a: Vec<_> = a.collect();
+            !a.is_empty() && a.iter().all(|a| a.ip().is_loopback())
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_login_is_on_only_with_the_development_secret_on_loopback() {
+        let dev = Auth::hs256(jwt_arg::DEV_JWT_SECRET.as_bytes()).expect("the dev secret");
+        let minter = dev_login(&dev, &["127.0.0.1:7070", "localhost:8080"]).expect("on");
+        let token = minter("alice").expect("a token");
+        assert_eq!(dev.verify(&token).expect("valid").user, "alice");
+
+        assert!(dev_login(&dev, &["127.0.0.1:7070", "0.0.0.0:8080"]).is_none());
+        let real = Auth::hs256(b"a real secret of at least 32 bytes, kept").expect("a secret");
+        assert!(dev_login(&real, &["127.0.0.1:7070", "127.0.0.1:8080"]).is_none());
+    }
+
+    #[test]
+    fn the_media_key_survives_a_restart() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let a = media_config(data.path()).expect("first start");
+        let b = media_config(data.path()).expect("second start");
+        assert_eq!(a.key, b.key);
+        assert_eq!(a.dir, data.path().join("media"));
+    }
 }
