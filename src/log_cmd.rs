@@ -1,7 +1,9 @@
 //! `missive log …`: offline tools over one partition's log directory.
 //!
 //! They read segments directly (missive_log::verify), take no lock and change
-//! nothing, so they are safe to run beside a live node.
+//! nothing, so they are safe to run beside a live node. `replay`, `restore`
+//! and `diff` work on whole data (or backup) directories; each lives in its
+//! own file (`log_replay.rs`, `log_restore.rs`, `log_diff.rs`).
 
 use std::fmt::Write as _;
 use std::io::{self, BufWriter, Write};
@@ -47,6 +49,17 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild every partition's projections offline from a stopped node's
+    /// data directory or a backup, up to an index or a time; report
+    /// events/s and MB/s.
+    Replay(crate::log_replay::ReplayArgs),
+    /// Build a new data directory from a backup, its projections replayed
+    /// up to an index or a time, with a new history epoch, ready for
+    /// `missive serve`.
+    Restore(crate::log_restore::RestoreArgs),
+    /// Compare the projections of two stopped data directories (or replay
+    /// outputs) row by row; exits 1 if they differ.
+    Diff(crate::log_diff::DiffArgs),
 }
 
 pub fn run(cmd: LogCommand) -> Result<ExitCode> {
@@ -58,6 +71,9 @@ pub fn run(cmd: LogCommand) -> Result<ExitCode> {
             to,
             json,
         } => dump_cmd(dir, from, to, json),
+        LogCommand::Replay(args) => crate::log_replay::run(args),
+        LogCommand::Restore(args) => crate::log_restore::run(args),
+        LogCommand::Diff(args) => crate::log_diff::run(args),
     }
 }
 

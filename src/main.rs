@@ -13,12 +13,17 @@ mod gateway_cmd;
 mod jwt_arg;
 mod kv_cmd;
 mod log_cmd;
+mod log_diff;
+mod log_replay;
+mod log_restore;
 mod logging;
 mod metrics_http;
 mod node_client;
 mod node_cmd;
+mod progress_bar;
 mod secret_arg;
 mod serve_cmd;
+mod time_arg;
 mod time_fmt;
 mod token_cmd;
 

@@ -22,6 +22,8 @@
 //! - [`ratelimit`]: per-user write rates.
 //! - [`presence`]: ending sessions of crashed and restarted nodes.
 //! - [`push`]: the push notifier (webhooks, retries, dead letters).
+//! - [`offline`]: projections rebuilt from a stopped node's log (or a
+//!   backup) up to a point, and two stores compared row by row.
 //! - [`error`]: [`Rejected`] (deterministic refusals) and [`Error`].
 //!
 //! # Invariants
@@ -45,6 +47,7 @@ pub mod error;
 pub mod hub;
 pub mod ids;
 pub mod limits;
+pub mod offline;
 pub mod metrics;
 pub mod presence;
 pub mod push;

@@ -31,6 +31,8 @@
 //! - [`kv`]: a key-value state machine, for tests and benchmarks.
 //! - [`backup`]: backups of a node's data (offline, and the layout and
 //!   manifest `Node::backup` writes).
+//! - [`offline`]: a stopped partition's snapshot, read; a fresh partition
+//!   seeded with a snapshot (replay and restore tools).
 //!
 //! # A partition directory
 //!
@@ -66,6 +68,7 @@ mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod offline;
 pub mod partition;
 mod pb;
 mod sm_store;

@@ -30,7 +30,7 @@
 mod backup;
 mod dump;
 mod membership;
-mod meta;
+pub(crate) mod meta;
 mod rebalance;
 mod status;
 mod write;
