@@ -60,6 +60,17 @@ pub enum LogCommand {
     /// Compare the projections of two stopped data directories (or replay
     /// outputs) row by row; exits 1 if they differ.
     Diff(crate::log_diff::DiffArgs),
+    /// Back up a node's data: offline from a stopped node's directory
+    /// (--data), or online by a running node into a directory on its own
+    /// file system (--node); incremental into an earlier backup.
+    Backup(crate::log_backup::BackupArgs),
+    /// Verify every partition's hash chain (of a data directory or a
+    /// backup), print each head, and check or write checkpoints; exits 1
+    /// on any finding.
+    Audit(crate::log_audit::AuditArgs),
+    /// Export a conversation's history, or what concerns one user, as JSON
+    /// lines, as the chat state machine sees it (deleted bodies absent).
+    Export(crate::log_export::ExportArgs),
 }
 
 pub fn run(cmd: LogCommand) -> Result<ExitCode> {
@@ -74,6 +85,9 @@ pub fn run(cmd: LogCommand) -> Result<ExitCode> {
         LogCommand::Replay(args) => crate::log_replay::run(args),
         LogCommand::Restore(args) => crate::log_restore::run(args),
         LogCommand::Diff(args) => crate::log_diff::run(args),
+        LogCommand::Backup(args) => crate::log_backup::run(args),
+        LogCommand::Audit(args) => crate::log_audit::run(args),
+        LogCommand::Export(args) => crate::log_export::run(args),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `ChatAdmin`: operators' calls about chat (push dead letters), guarded by
-//! the cluster secret like the internal service.
+//! `ChatAdmin`: operators' calls about chat (push dead letters) and about
+//! the node's data (backups), guarded by the cluster secret like the
+//! internal service.
 
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_admin_server::ChatAdmin;
@@ -51,6 +52,28 @@ impl ChatAdmin for Admin {
         letters.sort_by_key(|l| (l.failed_ms, l.index));
         letters.truncate(limit);
         Ok(Response::new(pb::ListDeadLettersResponse { letters }))
+    }
+
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        let to = std::path::PathBuf::from(req.into_inner().to);
+        if !to.is_absolute() {
+            return Err(Status::invalid_argument(
+                "the backup directory must be an absolute path on the node",
+            ));
+        }
+        let manifest = self.chat.node().backup(&to).await.map_err(|e| match e {
+            missive_raft::Error::Backup { .. } => Status::failed_precondition(e.to_string()),
+            missive_raft::Error::Unavailable { .. } => Status::unavailable(e.to_string()),
+            e => Status::internal(e.to_string()),
+        })?;
+        Ok(Response::new(pb::BackupResponse {
+            manifest_json: manifest.to_json().to_string(),
+            bytes_copied: manifest.bytes_copied,
+            bytes_skipped: manifest.bytes_skipped,
+        }))
     }
 
     async fn redrive_dead_letters(

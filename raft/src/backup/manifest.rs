@@ -228,6 +228,27 @@ impl Manifest {
             .map(|f| (f.size, f.blake3))
     }
 
+    /// Checks every listed file of the backup in `dir` against its size
+    /// and BLAKE3; returns one line per file that is missing or differs.
+    /// Blocking.
+    pub fn check_files(&self, dir: &Path) -> Vec<String> {
+        let mut problems = Vec::new();
+        for f in &self.files {
+            let path = dir.join(&f.path);
+            match hash_file(&path) {
+                Ok((size, hash)) if size == f.size && hash == f.blake3 => {}
+                Ok((size, _)) => problems.push(format!(
+                    "{} ({size} bytes) differs from the manifest ({} bytes, blake3 {})",
+                    f.path,
+                    f.size,
+                    hex(&f.blake3)
+                )),
+                Err(e) => problems.push(format!("{} is missing: {e}", f.path)),
+            }
+        }
+        problems
+    }
+
     /// Writes the manifest into `dir` atomically and durably. Blocking.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
@@ -255,6 +276,14 @@ impl Manifest {
             Err(e) => Err(Error::io("remove", path, e)),
         }
     }
+}
+
+/// The size and BLAKE3 of the file at `path`, streamed.
+fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
+    let mut f = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let size = std::io::copy(&mut f, &mut hasher)?;
+    Ok((size, *hasher.finalize().as_bytes()))
 }
 
 /// Makes `dir`'s entries durable.

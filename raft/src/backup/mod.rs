@@ -97,15 +97,7 @@ pub fn backup_offline(data: &Path, to: &Path) -> Result<Manifest> {
             }
             Err(e) => return Err(Error::io("lock", log_dir, e)),
         }
-        // The committed index the node recorded; never created here.
-        let up_to = if pdir.join(META_FILE).exists() {
-            MetaFile::open(std::sync::Arc::new(StdFs), &pdir)?
-                .get()
-                .committed
-                .map(|l| l.index)
-        } else {
-            None
-        };
+        let up_to = committed_index(&pdir)?;
         let snap_path = pdir.join(SNAPSHOT_DIR).join(SNAPSHOT_FILE);
         let snapshot = if snap_path.exists() {
             let file = SnapshotFile::open(&snap_path)?;
@@ -125,6 +117,19 @@ pub fn backup_offline(data: &Path, to: &Path) -> Result<Manifest> {
     let manifest = write_backup(data, to, "offline", node_id, sources);
     drop(locks);
     manifest
+}
+
+/// The committed index partition directory `pdir`'s raft metadata
+/// records; `None` if it records none (or has no metadata, which is never
+/// created here). Blocking.
+pub fn committed_index(pdir: &Path) -> Result<Option<u64>> {
+    if !pdir.join(META_FILE).exists() {
+        return Ok(None);
+    }
+    Ok(MetaFile::open(std::sync::Arc::new(StdFs), pdir)?
+        .get()
+        .committed
+        .map(|l| l.index))
 }
 
 /// The partitions of the data directory `data`, from its `partitions/`
