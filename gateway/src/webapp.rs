@@ -75,6 +75,46 @@ fn serve(content_type: &'static str, body: &'static [u8]) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The raw HTTP answer to `GET path` from the app's routes on a real listener.
+    async fn get(path: &str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move { axum::serve(listener, router()).await });
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.expect("read");
+        server.abort();
+        answer.to_ascii_lowercase()
+    }
+
+    #[tokio::test]
+    async fn files_are_served_with_their_type_no_cache_and_a_self_only_csp() {
+        for (path, content_type) in [
+            ("/", "text/html"),
+            ("/app.js", "text/javascript"),
+            ("/style.css", "text/css"),
+            ("/icon.svg", "image/svg+xml"),
+        ] {
+            let answer = get(path).await;
+            assert!(answer.starts_with("http/1.1 200"), "{path}: {answer}");
+            assert!(
+                answer.contains(&format!("content-type: {content_type}")),
+                "{path}"
+            );
+            assert!(answer.contains("cache-control: no-cache"), "{path}");
+            assert!(
+                answer.contains("content-security-policy: default-src 'self';"),
+                "{path}"
+            );
+        }
+        assert!(get("/nope.js").await.starts_with("http/1.1 404"));
+    }
 
     #[test]
     fn every_asset_the_page_names_is_served() {

@@ -40,6 +40,32 @@
     return e;
   }
 
+  /** Line icons drawn as SVG, so they look the same without an emoji font. */
+  const ICONS = {
+    react: 'M12 3a9 9 0 1 0 0 18a9 9 0 1 0 0-18M8.5 14.5a4 4 0 0 0 7 0M9 9.5h.01M15 9.5h.01',
+    edit: 'M4 20h4L19 9l-4-4L4 16v4zM14 6l4 4',
+    delete: 'M5 7h14M10 7V4h4v3M7 7l1 13h8l1-13M10.5 11v5M13.5 11v5',
+    clock: 'M12 4a8 8 0 1 0 0 16a8 8 0 1 0 0-16M12 8v4l3 2',
+    photo: 'M4 8h3l2-3h6l2 3h3v11H4zM12 10a3.5 3.5 0 1 0 0 7a3.5 3.5 0 1 0 0-7',
+  };
+
+  function icon(name) {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('class', `icon icon-${name}`);
+    const path = document.createElementNS(ns, 'path');
+    path.setAttribute('d', ICONS[name]);
+    path.setAttribute('fill', 'none');
+    path.setAttribute('stroke', 'currentColor');
+    path.setAttribute('stroke-width', '2');
+    path.setAttribute('stroke-linecap', 'round');
+    path.setAttribute('stroke-linejoin', 'round');
+    svg.append(path);
+    return svg;
+  }
+
   const store = {
     get(key, fallback) {
       try {
@@ -535,7 +561,7 @@
       c.readUpTo = Math.max(c.readUpTo, m.seq);
       c.deliveredUpTo = Math.max(c.deliveredUpTo, m.seq);
     } else {
-      if (fresh && m.seq > c.readUpTo) c.unread += 1;
+      if (fresh && m.seq > c.readUpTo && !visible(c)) c.unread += 1;
       setTypingOf(c.id, m.sender, false);
       scheduleReceipt(c);
     }
@@ -629,6 +655,7 @@
     if (state.current === c.id) {
       renderChat({ keepBottomDistance: true });
       fillViewport(c);
+      loadStatus(c);
     }
   }
 
@@ -1094,12 +1121,19 @@
     if (!m) return c.info && c.info.kind === 'group' ? 'Group created' : 'No messages yet';
     let body;
     if (m.deleted) body = 'Message deleted';
-    else if (m.content.media) body = '📷 Photo';
+    else if (m.content.media) body = 'Photo';
     else if (m.content.text) body = m.content.text.replace(/\s+/g, ' ');
     else body = '🔒 Encrypted message';
     if (m.sender === me()) return `You: ${body}`;
     if (c.info && c.info.kind === 'group') return `${m.sender}: ${body}`;
     return body;
+  }
+
+  function previewElement(c, typing) {
+    if (typing) return h('span', { class: 'conv-preview typing', text: typing });
+    const m = c.lastMessage;
+    const photo = m && !m.deleted && m.content.media;
+    return h('span', { class: 'conv-preview' }, photo ? icon('photo') : null, preview(c));
   }
 
   function sortedConvs() {
@@ -1140,7 +1174,7 @@
           h('span', { class: 'conv-title', text: t }),
           h('time', { class: 'conv-time', text: listTime(c.lastActivity) })),
         h('div', { class: 'conv-bottom' },
-          h('span', { class: `conv-preview${typing ? ' typing' : ''}`, text: typing || preview(c) }),
+          previewElement(c, typing),
           c.unread > 0 ? h('span', { class: 'conv-unread', text: c.unread > 999 ? '999+' : String(c.unread) }) : null)));
       return li;
     });
@@ -1208,7 +1242,7 @@
     return 'sent';
   }
 
-  const TICKS = { pending: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+  const TICKS = { sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
 
   function messageItem(c, m, prev) {
     const own = m.sender === me();
@@ -1253,14 +1287,14 @@
     }
     if (!m.deleted) {
       const actions = h('div', { class: 'msg-actions' });
-      const react = h('button', { type: 'button', class: 'act-react', title: 'React', text: '☺' });
+      const react = h('button', { type: 'button', class: 'act-react', title: 'React', 'aria-label': 'React' }, icon('react'));
       react.addEventListener('click', (e) => { e.stopPropagation(); openEmojiPicker(react, c, m); });
       actions.append(react);
       if (own && !media && m.content.text) {
-        actions.append(h('button', { type: 'button', class: 'act-edit', title: 'Edit', text: '✎', onclick: () => startEdit(c, m) }));
+        actions.append(h('button', { type: 'button', class: 'act-edit', title: 'Edit', 'aria-label': 'Edit', onclick: () => startEdit(c, m) }, icon('edit')));
       }
       if (own || (c.info && c.info.members.some((x) => x.user === me() && x.role === 'admin'))) {
-        actions.append(h('button', { type: 'button', class: 'act-delete', title: 'Delete', text: '🗑', onclick: () => deleteMessage(c, m) }));
+        actions.append(h('button', { type: 'button', class: 'act-delete', title: 'Delete', 'aria-label': 'Delete', onclick: () => deleteMessage(c, m) }, icon('delete')));
       }
       li.append(actions);
       li.addEventListener('click', (e) => {
@@ -1295,7 +1329,8 @@
     bubble.append(h('div', { class: 'msg-text', text: o.content.text || '' }));
     bubble.append(h('span', { class: 'msg-meta' },
       h('time', { text: timeFmt.format(o.created_ms) }),
-      h('span', { class: 'ticks', dataset: { state: st }, title: st === 'pending' ? 'waiting for the connection' : st, text: TICKS[st] })));
+      h('span', { class: 'ticks', dataset: { state: st }, title: st === 'pending' ? 'waiting for the connection' : st },
+        st === 'pending' ? icon('clock') : TICKS[st])));
     const li = h('li', {
       class: `msg own pending${o.failed ? ' failed' : ''}`,
       dataset: { clientMsgId: o.client_msg_id, state: st },
