@@ -138,7 +138,7 @@ fn parse_members(s: &str) -> anyhow::Result<Vec<pb::Node>> {
 /// Replaces each partition the asked node does not lead by its leader's
 /// view, which has the followers' progress. A leader that cannot be asked
 /// leaves the asked node's view in place.
-async fn leaders_views(status: &mut pb::StatusResponse, secret: Option<String>) {
+pub(crate) async fn leaders_views(status: &mut pb::StatusResponse, secret: Option<String>) {
     let mut views: std::collections::BTreeMap<u64, Option<pb::StatusResponse>> = Default::default();
     for p in &mut status.partitions {
         let Some(leader) = p.leader.filter(|l| *l != status.node_id) else {

@@ -7,7 +7,9 @@
 //! - `serve`: the embedded default, a one-node chat cluster on loopback.
 //! - `gateway`: a standalone WebSocket gateway in front of ChatService nodes.
 //! - `token`: mints development JWTs.
+//! - `admin`: `status`, one screen about a running node and its cluster.
 
+mod admin_cmd;
 mod cluster_cmd;
 mod gateway_cmd;
 mod jwt_arg;
@@ -66,6 +68,9 @@ enum Command {
     Gateway(gateway_cmd::GatewayArgs),
     /// Mints a development token (JWT).
     Token(token_cmd::TokenArgs),
+    /// Operators' views of a running node.
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Gateway(args) => gateway_cmd::run(args),
         Command::Token(args) => token_cmd::run(args),
+        Command::Admin(cmd) => admin_cmd::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -51,7 +51,11 @@ pub async fn serve(addr: &str, source: MetricsSource) -> anyhow::Result<()> {
 
 async fn render(source: MetricsSource) -> Response {
     match source().await {
-        Ok(body) => ([(header::CONTENT_TYPE, missive_api::metrics::CONTENT_TYPE)], body).into_response(),
+        Ok(body) => (
+            [(header::CONTENT_TYPE, missive_api::metrics::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

@@ -2,8 +2,8 @@
 //! starts a one-node cluster with ChatService and the WebSocket gateway on
 //! loopback, answers `/healthz`, takes a message sent with a token from
 //! `missive token`, stops cleanly on SIGTERM, and serves the same history
-//! after a restart from its data directory; its `/metrics` move when
-//! messages flow.
+//! after a restart from its data directory; its `/metrics` and `missive
+//! admin status` move when messages flow.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -51,14 +51,22 @@ impl Serve {
 
     /// The status `/healthz` answers, if the gateway answers at all.
     fn healthz(&self) -> Option<u16> {
-        self.get("/healthz")?.split_whitespace().nth(1)?.parse().ok()
+        self.get("/healthz")?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 
     /// The whole HTTP/1.1 response to `GET path`, if the gateway answers.
     fn get(&self, path: &str) -> Option<String> {
         let mut c = TcpStream::connect(&self.http).ok()?;
         c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut out = String::new();
         c.read_to_string(&mut out).ok()?;
         Some(out)
@@ -336,6 +344,28 @@ async fn metrics_expose_the_listed_series_and_move_when_messages_flow() {
     assert_eq!(after.value("missive_ws_connections"), 1.0);
     assert_eq!(after.value("missive_subscriptions"), 1.0);
     assert_eq!(after.value("missive_raft_apply_lag"), 0.0);
+
+    // `missive admin status` shows the same node on one screen.
+    let out = Command::new(BIN)
+        .args(["admin", "status", "--node", &serve.grpc])
+        .output()
+        .expect("missive admin status");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{screen}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(screen.contains("4 partitions, leads 4"), "{screen}");
+    assert!(screen.contains("1 live subscriptions"), "{screen}");
+    assert!(
+        screen.contains(&format!("{SENT} messages sent")),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("push: backlog 0 · dead letters 0"),
+        "{screen}"
+    );
     drop(ws);
     drop(events);
     let (ok, out) = serve.stop();

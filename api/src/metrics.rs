@@ -9,6 +9,7 @@
 //! replication's series (`missive_raft::metrics`) and these.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -34,6 +35,11 @@ pub(crate) static EVENTS_DELIVERED: LazyLock<Counter> = LazyLock::new(Counter::d
 /// subscriptions: replication, apply and routing, as the server sees it.
 pub(crate) static DELIVERY_SECONDS: LazyLock<Histogram> =
     LazyLock::new(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16)));
+
+/// The count and sum of [`DELIVERY_SECONDS`]' observations, for
+/// `ChatAdmin/Status` (the histogram does not give its own back).
+static DELIVERIES_TIMED: AtomicU64 = AtomicU64::new(0);
+static DELIVERY_MICROS: AtomicU64 = AtomicU64::new(0);
 
 /// Subscriptions closed because they could not keep up.
 pub(crate) static SLOW_SUBSCRIBERS: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -138,7 +144,10 @@ pub(crate) fn observe_delivery(timestamp_ms: u64) {
         .unwrap_or(0.0);
     // Clocks of the proposing leader and this node may differ a little: a
     // negative delay is recorded as zero rather than dropped.
-    DELIVERY_SECONDS.observe(((now_ms - timestamp_ms as f64) / 1000.0).max(0.0));
+    let secs = ((now_ms - timestamp_ms as f64) / 1000.0).max(0.0);
+    DELIVERY_SECONDS.observe(secs);
+    DELIVERIES_TIMED.fetch_add(1, Ordering::Relaxed);
+    DELIVERY_MICROS.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
 }
 
 impl Chat {
@@ -149,27 +158,7 @@ impl Chat {
         let l = &*LEVELS;
         l.subscriptions
             .set(i64::try_from(self.hub().subscriptions()).unwrap_or(i64::MAX));
-        let counts = self
-            .read(|chat| {
-                let mut out = Vec::new();
-                for (p, s) in chat.stores().iter().enumerate() {
-                    let txn = s.read()?;
-                    let backlog = txn
-                        .open_table(store::PUSH_QUEUE)
-                        .map_err(StoreError::from)?
-                        .len()
-                        .map_err(StoreError::from)?;
-                    let dead = txn
-                        .open_table(store::DEAD_LETTERS)
-                        .map_err(StoreError::from)?
-                        .len()
-                        .map_err(StoreError::from)?;
-                    out.push((p as u32, backlog, dead));
-                }
-                Ok(out)
-            })
-            .await?;
-        for (partition, backlog, dead) in counts {
+        for (partition, backlog, dead) in levels(self).await? {
             let label = PartitionLabel { partition };
             l.push_backlog
                 .get_or_create(&label)
@@ -187,6 +176,55 @@ impl Chat {
         self.observe_metrics().await?;
         Ok(render(registry))
     }
+}
+
+/// What `ChatAdmin/Status` reports of this node's chat.
+pub(crate) async fn admin_status(
+    chat: &Chat,
+) -> Result<missive_proto::v1::AdminStatusResponse, Error> {
+    let status = chat.node().status();
+    let levels = levels(chat).await?;
+    let timed = DELIVERIES_TIMED.load(Ordering::Relaxed);
+    let mean_ms = if timed == 0 {
+        0.0
+    } else {
+        DELIVERY_MICROS.load(Ordering::Relaxed) as f64 / 1000.0 / timed as f64
+    };
+    Ok(missive_proto::v1::AdminStatusResponse {
+        cluster: Some(status.to_pb()),
+        subscriptions: chat.hub().subscriptions() as u64,
+        push_backlog: levels.iter().map(|l| l.1).collect(),
+        dead_letters: levels.iter().map(|l| l.2).collect(),
+        messages_sent: MESSAGES_SENT.get(),
+        events_delivered: EVENTS_DELIVERED.get(),
+        rate_limited: RATE_LIMITED.get(),
+        deliveries_timed: timed,
+        delivery_mean_ms: mean_ms,
+    })
+}
+
+/// Each partition's push backlog and dead letters: `(partition, backlog,
+/// dead letters)`.
+async fn levels(chat: &Chat) -> Result<Vec<(u32, u64, u64)>, Error> {
+    chat.read(|chat| {
+        let mut out = Vec::new();
+        for (p, s) in chat.stores().iter().enumerate() {
+            let txn = s.read()?;
+            let backlog = txn
+                .open_table(store::PUSH_QUEUE)
+                .map_err(StoreError::from)?
+                .len()
+                .map_err(StoreError::from)?;
+            let dead = txn
+                .open_table(store::DEAD_LETTERS)
+                .map_err(StoreError::from)?
+                .len()
+                .map_err(StoreError::from)?;
+            out.push((p as u32, backlog, dead));
+        }
+        Ok(out)
+    })
+    .await
 }
 
 /// `registry` in the OpenMetrics text format.

@@ -76,6 +76,13 @@ impl ChatAdmin for Admin {
         }))
     }
 
+    async fn status(
+        &self,
+        _req: Request<pb::AdminStatusRequest>,
+    ) -> Result<Response<pb::AdminStatusResponse>, Status> {
+        Ok(Response::new(crate::metrics::admin_status(&self.chat).await?))
+    }
+
     async fn redrive_dead_letters(
         &self,
         req: Request<pb::RedriveRequest>,
