@@ -3,8 +3,10 @@
 //! one run. Measurements live here, never in timed tests.
 //!
 //! This library holds what the programs share: summary statistics, the
-//! filesystem a benchmark runs on, and CPU time from /proc.
+//! filesystem a benchmark runs on, CPU time from /proc, and the release
+//! `missive` binary.
 
+pub mod binary;
 pub mod cpu;
 
 /// Median, p50 and p99 of a set of samples.

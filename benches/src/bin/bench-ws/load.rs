@@ -1,0 +1,355 @@
+//! The open-loop load generator both systems are driven by.
+//!
+//! A [`Fleet`] is N connected users in pairs (user `2k` with `2k + 1`);
+//! each sends to its partner. At an offered rate R, message `i` is
+//! *scheduled* at `t0 + i / R` and sent by user `i mod N`: sends happen on
+//! schedule whether or not earlier ones were answered (open loop), and a
+//! message's latency runs from its scheduled time to the moment its
+//! partner's reader has the frame. A generator or system that falls behind
+//! therefore shows as latency, never as silently fewer samples (no
+//! coordinated omission).
+//!
+//! Both systems get the same bytes: a missive `send` frame whose text is
+//! `wsb:<scheduled µs>:<sender>`. The gateway turns it into a `message_sent`
+//! event to both members (the sender's own copy is skipped); the bare relay
+//! forwards the frame itself to the partner. Readers find the marker by a
+//! substring search, not a JSON parse, so the generator's cost per message
+//! is small and the same for both.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use missive_benches::stats::quantile;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::Ws;
+
+/// Tasks that send; user `u` is sent from by task `u mod SENDERS`. The
+/// user count is a multiple of it, so message `i` lands on task
+/// `i mod SENDERS`.
+pub(crate) const SENDERS: usize = 8;
+
+/// The text marker of a benchmark message.
+const MARKER: &str = "wsb:";
+
+/// The benchmark's epoch: scheduled and receive times are µs since it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock(Instant);
+
+impl Clock {
+    pub(crate) fn new() -> Clock {
+        Clock(Instant::now())
+    }
+
+    fn us(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.0).as_micros() as u64
+    }
+
+    fn now_us(&self) -> u64 {
+        self.us(Instant::now())
+    }
+}
+
+/// What the readers record: per delivered message, its scheduled and
+/// receive times; and the error frames.
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    /// `(scheduled µs, received µs)`. A std mutex: held for one push.
+    samples: Mutex<Vec<(u64, u64)>>,
+    errors: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Recorder {
+    fn record(&self, scheduled: u64, received: u64) {
+        if let Ok(mut s) = self.samples.lock() {
+            s.push((scheduled, received));
+        }
+    }
+
+    fn error(&self, frame: &str) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.first_error.lock() {
+            f.get_or_insert_with(|| frame.chars().take(300).collect());
+        }
+    }
+
+    fn take(&self) -> Vec<(u64, u64)> {
+        self.samples
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+    }
+}
+
+/// Connected, paired users of one system.
+#[derive(Debug)]
+pub(crate) struct Fleet {
+    pub(crate) name: &'static str,
+    /// Per user, the JSON prefix of its send frames up to `"req_id":`, and
+    /// what follows the req_id up to the text marker.
+    frames: Vec<(String, String)>,
+    /// Per sender task, its users' writing halves (user `u` at
+    /// `[u % SENDERS][u / SENDERS]`).
+    sinks: Vec<Vec<SplitSink<Ws, Message>>>,
+    recorder: Arc<Recorder>,
+    readers: Vec<JoinHandle<()>>,
+    clock: Clock,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for r in &self.readers {
+            r.abort();
+        }
+    }
+}
+
+impl Fleet {
+    /// A fleet of `users` connections (in user order) whose partners'
+    /// conversations are `conversations[u / 2]`.
+    pub(crate) fn new(
+        name: &'static str,
+        users: Vec<Ws>,
+        conversations: &[String],
+        clock: Clock,
+    ) -> Fleet {
+        let n = users.len();
+        let recorder = Arc::new(Recorder::default());
+        let mut sinks: Vec<Vec<SplitSink<Ws, Message>>> =
+            (0..SENDERS).map(|_| Vec::new()).collect();
+        let mut readers = Vec::with_capacity(n);
+        let mut frames = Vec::with_capacity(n);
+        for (u, ws) in users.into_iter().enumerate() {
+            let (sink, stream) = ws.split();
+            sinks[u % SENDERS].push(sink);
+            readers.push(tokio::spawn(read(
+                stream,
+                u as u64,
+                recorder.clone(),
+                clock,
+            )));
+            let conv = &conversations[u / 2];
+            frames.push((
+                "{\"type\":\"send\",\"req_id\":".to_owned(),
+                format!(",\"conversation_id\":\"{conv}\",\"content\":{{\"text\":\"{MARKER}"),
+            ));
+        }
+        Fleet {
+            name,
+            frames,
+            sinks,
+            recorder,
+            readers,
+            clock,
+        }
+    }
+
+    /// Users in the fleet.
+    pub(crate) fn users(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Offers `rate` messages/s for `warmup + window`, then waits `drain`
+    /// for the last ones; the window's figures.
+    pub(crate) async fn step(
+        &mut self,
+        rate: f64,
+        warmup: Duration,
+        window: Duration,
+        drain: Duration,
+    ) -> Result<StepRun> {
+        let n = self.users();
+        let t0 = Instant::now() + Duration::from_millis(50);
+        let (w0, w1) = (t0 + warmup, t0 + warmup + window);
+        let total = ((warmup + window).as_secs_f64() * rate) as u64;
+        let frames = Arc::new(self.frames.clone());
+        let mut tasks = JoinSet::new();
+        for (k, sinks) in std::mem::take(&mut self.sinks).into_iter().enumerate() {
+            let frames = frames.clone();
+            let clock = self.clock;
+            tasks.spawn(async move { send(k, sinks, frames, n, rate, total, t0, clock).await });
+        }
+        let mut lags_us = Vec::new();
+        let mut send_failures = 0u64;
+        let mut slots: Vec<(usize, Vec<SplitSink<Ws, Message>>)> = Vec::with_capacity(SENDERS);
+        while let Some(joined) = tasks.join_next().await {
+            let (k, sinks, lags, failures) = joined.map_err(|e| anyhow!("a sender failed: {e}"))?;
+            slots.push((k, sinks));
+            lags_us.extend(lags);
+            send_failures += failures;
+        }
+        slots.sort_by_key(|(k, _)| *k);
+        self.sinks = slots.into_iter().map(|(_, s)| s).collect();
+        sleep_until(w1.max(Instant::now()) + drain).await;
+        let samples = self.recorder.take();
+        let (w0, w1, t0) = (self.clock.us(w0), self.clock.us(w1), self.clock.us(t0));
+        let mut latencies_us: Vec<f64> = samples
+            .iter()
+            .filter(|(s, _)| *s >= w0 && *s < w1)
+            .map(|(s, r)| r.saturating_sub(*s) as f64)
+            .collect();
+        let received_in_window = samples.iter().filter(|(_, r)| *r >= w0 && *r < w1).count();
+        let scheduled_in_window = (0..total)
+            .filter(|i| {
+                let s = t0 + (*i as f64 * 1e6 / rate) as u64;
+                s >= w0 && s < w1
+            })
+            .count() as u64;
+        let secs = window.as_secs_f64();
+        let delivered = latencies_us.len() as u64;
+        Ok(StepRun {
+            offered: rate,
+            delivered_per_s: received_in_window as f64 / secs,
+            p50_us: quantile(&mut latencies_us, 0.5).unwrap_or(f64::NAN),
+            p99_us: quantile(&mut latencies_us, 0.99).unwrap_or(f64::NAN),
+            max_us: latencies_us.last().copied().unwrap_or(f64::NAN),
+            scheduled: scheduled_in_window,
+            delivered,
+            errors: self.recorder.errors.swap(0, Ordering::Relaxed),
+            first_error: self
+                .recorder
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|mut f| f.take()),
+            send_failures,
+            send_lag_p99_us: quantile(&mut lags_us, 0.99).unwrap_or(f64::NAN),
+            node_cores: f64::NAN,
+            gateway_cores: f64::NAN,
+            bench_cores: f64::NAN,
+        })
+    }
+}
+
+/// One step's figures (for one system at one offered rate).
+#[derive(Clone, Debug)]
+pub(crate) struct StepRun {
+    /// Messages per second offered.
+    pub(crate) offered: f64,
+    /// Messages received by partners inside the window, per second of it.
+    pub(crate) delivered_per_s: f64,
+    /// Latency, scheduled send → partner's frame, of the messages scheduled
+    /// in the window.
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) max_us: f64,
+    /// Messages scheduled in the window, and of them delivered (by the end
+    /// of the drain).
+    pub(crate) scheduled: u64,
+    pub(crate) delivered: u64,
+    /// Error frames received (e.g. rate limits), and sends that failed.
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) send_failures: u64,
+    /// How late the generator itself put messages on the wire (p99): a
+    /// large value means the generator, not the system, fell behind.
+    pub(crate) send_lag_p99_us: f64,
+    /// Cores kept busy over the step (warm-up to drain) by the node, the
+    /// gateway, and this process (the generator, and the relay's threads).
+    pub(crate) node_cores: f64,
+    pub(crate) gateway_cores: f64,
+    pub(crate) bench_cores: f64,
+}
+
+/// A step counts as sustained when the partners received at least this
+/// share of the offered rate...
+pub(crate) const SUSTAINED_SHARE: f64 = 0.95;
+/// ...every message scheduled in the window arrived but this share...
+pub(crate) const MAX_LOST_SHARE: f64 = 0.01;
+/// ...and the p99 latency stayed under this.
+pub(crate) const SUSTAINED_P99_US: f64 = 100_000.0;
+
+impl StepRun {
+    /// See [`SUSTAINED_SHARE`].
+    pub(crate) fn sustained(&self) -> bool {
+        let lost =
+            self.scheduled.saturating_sub(self.delivered) as f64 / self.scheduled.max(1) as f64;
+        self.delivered_per_s >= SUSTAINED_SHARE * self.offered
+            && lost <= MAX_LOST_SHARE
+            && self.p99_us < SUSTAINED_P99_US
+    }
+}
+
+/// Sender task `k`: messages `k, k + SENDERS, …` below `total`, each at its
+/// scheduled time, from user `i mod n`. Gives back its sinks, the lag of
+/// each send behind its schedule, and the failed sends.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    k: usize,
+    mut sinks: Vec<SplitSink<Ws, Message>>,
+    frames: Arc<Vec<(String, String)>>,
+    n: usize,
+    rate: f64,
+    total: u64,
+    t0: Instant,
+    clock: Clock,
+) -> (usize, Vec<SplitSink<Ws, Message>>, Vec<f64>, u64) {
+    let mut lags = Vec::with_capacity((total as usize / SENDERS) + 1);
+    let mut failures = 0;
+    let mut i = k as u64;
+    while i < total {
+        let at = t0 + Duration::from_secs_f64(i as f64 / rate);
+        sleep_until(at).await;
+        let user = (i % n as u64) as usize;
+        let (head, middle) = &frames[user];
+        let frame = format!(
+            "{head}{i}{middle}{}:{user}\"}},\"client_msg_id\":\"m{i}\"}}",
+            clock.us(at)
+        );
+        let sink = &mut sinks[user / SENDERS];
+        lags.push(Instant::now().saturating_duration_since(at).as_secs_f64() * 1e6);
+        if sink.send(Message::text(frame)).await.is_err() {
+            failures += 1;
+        }
+        i += SENDERS as u64;
+    }
+    (k, sinks, lags, failures)
+}
+
+/// User `me`'s reader: records each benchmark message from its partner;
+/// counts error frames.
+async fn read(mut stream: SplitStream<Ws>, me: u64, recorder: Arc<Recorder>, clock: Clock) {
+    while let Some(Ok(m)) = stream.next().await {
+        let Message::Text(t) = m else { continue };
+        let t = t.as_str();
+        if let Some((scheduled, sender)) = marker(t) {
+            if sender != me {
+                recorder.record(scheduled, clock.now_us());
+            }
+        } else if t.contains("\"type\":\"error\"") {
+            recorder.error(t);
+        }
+    }
+}
+
+/// The scheduled time and sender of a benchmark message in `frame`.
+fn marker(frame: &str) -> Option<(u64, u64)> {
+    let rest = &frame[frame.find(MARKER)? + MARKER.len()..];
+    let (scheduled, rest) = rest.split_once(':')?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    Some((scheduled.parse().ok()?, rest[..end].parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_marker_is_found_in_a_frame_and_in_an_event() {
+        let frame = "{\"type\":\"send\",\"req_id\":7,\"conversation_id\":\"d-1\",\"content\":{\"text\":\"wsb:123:45\"},\"client_msg_id\":\"m7\"}";
+        assert_eq!(marker(frame), Some((123, 45)));
+        let event = "{\"event\":{\"message_sent\":{\"content\":{\"text\":\"wsb:9:0\"}}},\"type\":\"event\"}";
+        assert_eq!(marker(event), Some((9, 0)));
+        assert_eq!(marker("{\"type\":\"result\"}"), None);
+    }
+}

@@ -1,0 +1,348 @@
+//! bench-ws: missive's WebSocket gateway — idle connections per gateway and
+//! their memory, and delivery latency WebSocket → gateway → node → gateway
+//! → WebSocket — side by side with a bare WebSocket relay on the same stack,
+//! in one run on one machine.
+//!
+//! ```text
+//! cargo run --release -p missive-benches --bin bench-ws -- [--quick]
+//!     [--idle N] [--users N] [--missive PATH]
+//! ```
+//!
+//! # Method
+//!
+//! - **Processes**: `missive serve` (one chat node, ChatService on
+//!   loopback, tokens checked with an HS256 secret of the benchmark's,
+//!   which mints them in-process) and a separate `missive gateway` in front
+//!   of it, both the workspace's release binary (built first unless
+//!   `--missive` names one). The gateway's resident memory is its VmRSS in
+//!   /proc. Each phase gets fresh processes and data.
+//! - **Idle**: N WebSockets (100,000; `--quick` 5,000) to the one gateway,
+//!   spread over 64 loopback source addresses (one address has only ~28,000
+//!   ephemeral ports), opened 256 at a time (authentication is a node call
+//!   each). Each authenticates; the gateway's RSS is read; then each
+//!   subscribes (a live `Subscribe` stream per connection, node to gateway)
+//!   and it is read again. KiB per connection = RSS growth / connections
+//!   still open. Clients keep reading, so the gateway's pings are answered.
+//! - **Delivery**: U users (10,000; `--quick` 1,000), subscribed, in pairs
+//!   each in a direct conversation. An open-loop generator (module `load`)
+//!   offers a fixed rate of sends spread evenly over all users, so no user
+//!   nears the per-user rate limits (ChatService's 50/s, the gateway's
+//!   50/s per connection); latency runs from each message's *scheduled*
+//!   send time to the partner's `event` frame (no coordinated omission).
+//!   First the goal rate (5,000 msg/s) a few times, then the offered rate
+//!   doubles from 1,250 msg/s until a step is not sustained (module `load`
+//!   says when).
+//! - **Bare relay** (module `relay`): the same generator and frames against
+//!   an axum WebSocket server in this process that forwards each text frame
+//!   to the partner's connection — the loopback limit of the same stack.
+//!   The systems run one after the other (missive first), each with its
+//!   own fleet of users: without `CAP_SYS_RESOURCE` the open-file hard
+//!   limit (20,000 on the machine this was written on) holds one fleet of
+//!   10,000 clients at a time, not two.
+//!
+//! The machine's cores are shared by the node, the gateway, the relay and
+//! the generator (and whatever else runs): figures are medians, the
+//! comparison is the ratio, and the generator's own lag behind its schedule
+//! is printed so a saturated generator is not taken for a slow system. The
+//! last line of stdout is one JSON object holding every figure; progress
+//! goes to stderr. Every process started is killed at the end, on error too.
+//!
+//! # Goals
+//!
+//! - One gateway holds ≥ 100,000 idle connections at ≤ 20 KiB each.
+//! - p99 delivery latency < 10 ms at 5,000 msg/s.
+//!
+//! # Layout
+//!
+//! - `rlimit`: the open-file limit.
+//! - `servers`: the node and gateway processes, their memory.
+//! - `client`: WebSocket clients and the protocol frames the setup sends.
+//! - `idle`: the idle-connection phase.
+//! - `fleets`: the paired users of the delivery phase, on each system.
+//! - `load`: the open-loop generator and its figures.
+//! - `relay`: the bare relay.
+//! - `report`: the goals, the table and the JSON line.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use missive_api::Auth;
+use missive_benches::cpu::{cpu_seconds, own_cpu_seconds};
+
+mod client;
+mod fleets;
+mod idle;
+mod load;
+mod relay;
+mod report;
+mod rlimit;
+mod servers;
+
+use crate::load::{Clock, Fleet, SENDERS, StepRun};
+use crate::relay::Relay;
+use crate::report::{Delivery, Report};
+use crate::servers::Missive;
+
+const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY]";
+
+/// The rate the latency goal is set at, msg/s.
+pub(crate) const GOAL_RATE: f64 = 5_000.0;
+
+/// The HS256 secret the node checks tokens with; the benchmark mints them.
+const JWT_SECRET: &str = "bench-ws: a token secret of at least 32 bytes";
+
+/// The most messages per second one user is asked to send: below the
+/// per-user and per-connection limits (50/s), so no send is refused.
+const MAX_PER_USER_RATE: f64 = 40.0;
+
+/// Descriptors kept free beyond the connections (processes, files, gRPC).
+const SPARE_FILES: u64 = 1_000;
+
+/// What the run does and how long.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    pub(crate) quick: bool,
+    /// Idle connections to open.
+    pub(crate) idle: usize,
+    /// Users of the delivery phase (a multiple of 2 × [`SENDERS`]).
+    pub(crate) users: usize,
+    /// Runs of each system at the goal rate.
+    pub(crate) repeats: usize,
+    /// Load before each measured window, not counted.
+    pub(crate) warmup: Duration,
+    /// Each measured window.
+    pub(crate) window: Duration,
+    /// Time left after the last send for the last deliveries.
+    pub(crate) drain: Duration,
+    /// The step-up's highest offered rate.
+    pub(crate) max_rate: f64,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                idle: 5_000,
+                users: 1_000,
+                repeats: 1,
+                warmup: Duration::from_secs(1),
+                window: Duration::from_secs(3),
+                drain: Duration::from_secs(1),
+                max_rate: 40_000.0,
+            }
+        } else {
+            Plan {
+                quick,
+                idle: 100_000,
+                users: 10_000,
+                repeats: 3,
+                warmup: Duration::from_secs(2),
+                window: Duration::from_secs(5),
+                drain: Duration::from_secs(2),
+                max_rate: 160_000.0,
+            }
+        }
+    }
+
+    /// The step-up's offered rates: doubling from a quarter of the goal
+    /// rate (so a system that cannot take the goal rate still shows what it
+    /// can), as far as the users can send without nearing their rate
+    /// limits.
+    fn rates(&self) -> Vec<f64> {
+        let cap = self.max_rate.min(self.users as f64 * MAX_PER_USER_RATE);
+        std::iter::successors(Some(GOAL_RATE / 4.0), |r| Some(r * 2.0))
+            .take_while(|r| *r <= cap)
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct Args {
+    quick: bool,
+    idle: Option<usize>,
+    users: Option<usize>,
+    missive: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        quick: false,
+        idle: None,
+        users: None,
+        missive: None,
+    };
+    let count = |v: Option<std::ffi::OsString>, what: &str| -> Result<usize> {
+        v.as_ref()
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n >= 1)
+            .with_context(|| format!("{what} needs a count >= 1"))
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.to_str() {
+            Some("--quick") => args.quick = true,
+            Some("--idle") => args.idle = Some(count(it.next(), "--idle")?),
+            Some("--users") => args.users = Some(count(it.next(), "--users")?),
+            Some("--missive") => {
+                args.missive = Some(it.next().context("--missive needs a path")?.into());
+            }
+            Some("-h" | "--help") => {
+                println!("usage: {USAGE}");
+                std::process::exit(0);
+            }
+            _ => bail!("unknown argument {arg:?}; usage: {USAGE}"),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> Result<()> {
+    let started = Instant::now();
+    let args = parse_args()?;
+    let mut plan = Plan::new(args.quick);
+    if let Some(n) = args.idle {
+        plan.idle = n;
+    }
+    if let Some(n) = args.users {
+        // Whole pairs, and the same number of users on every sender task.
+        plan.users = n.div_ceil(2 * SENDERS) * 2 * SENDERS;
+    }
+    let open_files = rlimit::raise_open_files()?;
+    // Every connection is a descriptor in this process and one in the
+    // gateway; without CAP_SYS_RESOURCE the hard limit caps both.
+    let room = open_files.saturating_sub(SPARE_FILES) as usize;
+    if plan.idle > room {
+        eprintln!(
+            "the open-file limit ({open_files}) allows {room} idle connections, not {}: \
+             opening {room}",
+            plan.idle
+        );
+        plan.idle = room;
+    }
+    if plan.users > room {
+        bail!(
+            "the open-file limit is {open_files}; {} users need more",
+            plan.users
+        );
+    }
+    let binary = match &args.missive {
+        Some(path) => path.clone(),
+        None => missive_benches::binary::build_missive()?,
+    };
+    let base = PathBuf::from("target");
+    std::fs::create_dir_all(&base).context("creating target/")?;
+    let dir = tempfile::Builder::new()
+        .prefix("bench-ws-")
+        .tempdir_in(&base)
+        .context("creating the benchmark's directory")?;
+    eprintln!("bench-ws in {}", dir.path().display());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let auth = Auth::hs256(JWT_SECRET.as_bytes()).map_err(|e| anyhow!("the token secret: {e}"))?;
+
+    // Declared after `dir`, so dropped (processes killed) before the
+    // directory they write in is removed, on every path out of here.
+    let mut missive = Missive::start(
+        &binary,
+        &dir.path().join("idle"),
+        JWT_SECRET,
+        plan.idle + 100,
+    )?;
+    let idle = rt.block_on(idle::run(&mut missive, &auth, plan.idle))?;
+    missive.stop()?;
+
+    let mut missive = Missive::start(
+        &binary,
+        &dir.path().join("delivery"),
+        JWT_SECRET,
+        plan.users + 100,
+    )?;
+    let relay = Relay::start()?;
+    let clock = Clock::new();
+    // One system at a time: the open-file limit may hold only one fleet.
+    let (missive_report, relay_report) = rt.block_on(async {
+        let (m, conversations) = fleets::missive(missive.gateway, &auth, plan.users, clock).await?;
+        let md = deliver(m, plan, &mut missive).await?;
+        let r = fleets::relay(relay.addr, plan.users, &conversations, clock).await?;
+        let rd = deliver(r, plan, &mut missive).await?;
+        Ok::<_, anyhow::Error>((md, rd))
+    })?;
+    drop(relay);
+    missive.stop()?;
+
+    let report = Report {
+        plan,
+        open_files,
+        idle,
+        missive: missive_report,
+        relay: relay_report,
+    };
+    let runtime = started.elapsed();
+    report.print_table(runtime);
+    println!("{}", report.json(runtime));
+    Ok(())
+}
+
+/// `fleet`'s runs at the goal rate, then its step-up until a step is not
+/// sustained. Fails if the missive processes exit meanwhile.
+async fn deliver(mut fleet: Fleet, plan: Plan, missive: &mut Missive) -> Result<Delivery> {
+    eprintln!("delivery: {} users on {}", fleet.users(), fleet.name);
+    let mut d = Delivery::default();
+    let pids = [missive.node_pid(), missive.gateway_pid()];
+    for _ in 0..plan.repeats {
+        d.at_goal
+            .push(step(&mut fleet, GOAL_RATE, plan, pids).await?);
+        missive.check_alive()?;
+    }
+    for rate in plan.rates() {
+        let s = step(&mut fleet, rate, plan, pids).await?;
+        let sustained = s.sustained();
+        d.steps.push(s);
+        missive.check_alive()?;
+        if !sustained {
+            break;
+        }
+    }
+    Ok(d)
+}
+
+/// One step of `fleet` at `rate`, reported on stderr.
+async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Result<StepRun> {
+    let started = Instant::now();
+    let cpu = |pid| cpu_seconds(&[pid]);
+    let before = (cpu(pids[0]), cpu(pids[1]), own_cpu_seconds());
+    let mut s = fleet
+        .step(rate, plan.warmup, plan.window, plan.drain)
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    s.node_cores = (cpu(pids[0]) - before.0) / secs;
+    s.gateway_cores = (cpu(pids[1]) - before.1) / secs;
+    s.bench_cores = (own_cpu_seconds() - before.2) / secs;
+    eprintln!(
+        "{:<10} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
+         lost {}, errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
+         bench {:.2}{}",
+        fleet.name,
+        rate,
+        s.delivered_per_s,
+        s.p50_us / 1e3,
+        s.p99_us / 1e3,
+        s.scheduled.saturating_sub(s.delivered),
+        s.errors + s.send_failures,
+        s.send_lag_p99_us / 1e3,
+        s.node_cores,
+        s.gateway_cores,
+        s.bench_cores,
+        if s.sustained() {
+            ""
+        } else {
+            "  (not sustained)"
+        }
+    );
+    Ok(s)
+}

@@ -1,0 +1,327 @@
+//! The medians of a run, its goals, the table and the JSON line.
+
+use std::time::Duration;
+
+use missive_benches::cpu::cores;
+use missive_benches::stats::median_of;
+use serde_json::{Value, json};
+
+use crate::Plan;
+use crate::idle::IdleRun;
+use crate::load::{MAX_LOST_SHARE, SUSTAINED_P99_US, SUSTAINED_SHARE, StepRun};
+
+/// The goal: idle connections one gateway holds...
+pub(crate) const GOAL_CONNECTIONS: u64 = 100_000;
+/// ...at most this much gateway memory each.
+pub(crate) const GOAL_KIB_PER_CONNECTION: f64 = 20.0;
+/// The goal: p99 delivery latency at [`crate::GOAL_RATE`].
+pub(crate) const GOAL_P99_US: f64 = 10_000.0;
+
+/// One system's delivery figures: the repeats at the goal rate and the
+/// step-up.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Delivery {
+    pub(crate) at_goal: Vec<StepRun>,
+    pub(crate) steps: Vec<StepRun>,
+}
+
+impl Delivery {
+    fn median(&self, f: impl Fn(&StepRun) -> f64) -> f64 {
+        median_of(&self.at_goal, f)
+    }
+
+    /// The highest offered rate that was sustained, if any.
+    pub(crate) fn highest_sustained(&self) -> Option<f64> {
+        self.steps
+            .iter()
+            .filter(|s| s.sustained())
+            .map(|s| s.offered)
+            .reduce(f64::max)
+    }
+
+    fn errors(&self) -> u64 {
+        self.at_goal
+            .iter()
+            .chain(&self.steps)
+            .map(|s| s.errors + s.send_failures)
+            .sum()
+    }
+
+    fn first_error(&self) -> Option<String> {
+        self.at_goal
+            .iter()
+            .chain(&self.steps)
+            .find_map(|s| s.first_error.clone())
+    }
+
+    fn json(&self) -> Value {
+        let step = |s: &StepRun| {
+            json!({
+                "offered_per_s": s.offered,
+                "delivered_per_s": s.delivered_per_s,
+                "p50_us": s.p50_us,
+                "p99_us": s.p99_us,
+                "max_us": s.max_us,
+                "scheduled": s.scheduled,
+                "delivered": s.delivered,
+                "errors": s.errors,
+                "send_failures": s.send_failures,
+                "generator_send_lag_p99_us": s.send_lag_p99_us,
+                "node_cores": s.node_cores,
+                "gateway_cores": s.gateway_cores,
+                "bench_process_cores": s.bench_cores,
+                "sustained": s.sustained(),
+            })
+        };
+        json!({
+            "at_goal_rate": {
+                "p50_us": self.median(|s| s.p50_us),
+                "p99_us": self.median(|s| s.p99_us),
+                "delivered_per_s": self.median(|s| s.delivered_per_s),
+                "runs": self.at_goal.iter().map(step).collect::<Vec<_>>(),
+            },
+            "steps": self.steps.iter().map(step).collect::<Vec<_>>(),
+            "highest_sustained_per_s": self.highest_sustained(),
+            "errors": self.errors(),
+            "first_error": self.first_error(),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Goal {
+    pub(crate) what: &'static str,
+    pub(crate) value: String,
+    pub(crate) target: String,
+    pub(crate) met: bool,
+}
+
+/// Every figure of a run.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) plan: Plan,
+    pub(crate) open_files: u64,
+    pub(crate) idle: IdleRun,
+    pub(crate) missive: Delivery,
+    pub(crate) relay: Delivery,
+}
+
+impl Report {
+    pub(crate) fn goals(&self) -> Vec<Goal> {
+        let i = &self.idle;
+        let kib = i.kib_per_subscribed();
+        let p99 = self.missive.median(|s| s.p99_us);
+        vec![
+            Goal {
+                what: "idle connections held by one gateway",
+                value: i.held_subscribed.to_string(),
+                target: format!(">= {GOAL_CONNECTIONS}"),
+                met: i.held_subscribed >= GOAL_CONNECTIONS,
+            },
+            Goal {
+                what: "gateway memory per idle (subscribed) connection",
+                value: format!("{kib:.1} KiB"),
+                target: format!("<= {GOAL_KIB_PER_CONNECTION} KiB"),
+                met: kib <= GOAL_KIB_PER_CONNECTION,
+            },
+            Goal {
+                what: "p99 delivery latency at the goal rate",
+                value: format!("{:.2} ms", p99 / 1e3),
+                target: format!("< {:.0} ms", GOAL_P99_US / 1e3),
+                met: p99 < GOAL_P99_US,
+            },
+        ]
+    }
+
+    pub(crate) fn print_table(&self, runtime: Duration) {
+        let p = self.plan;
+        let i = &self.idle;
+        let mode = if p.quick { "quick" } else { "full" };
+        println!(
+            "bench-ws ({mode} run) on {} cores shared with everything else on the machine; \
+             open-file limit {}",
+            cores(),
+            self.open_files
+        );
+        println!(
+            "missive: `missive serve` (one chat node) + a separate `missive gateway` process; \
+             bare relay: axum WebSocket server in the benchmark process, same stack and buffers"
+        );
+        println!("\nidle connections to one gateway (each authenticated, then subscribed)");
+        println!(
+            "  asked {}, failed {}{}",
+            i.target,
+            i.failures,
+            i.first_error
+                .as_deref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default()
+        );
+        println!(
+            "  {:<14} {:>9} {:>12} {:>12} {:>8}",
+            "", "held", "gateway RSS", "KiB / conn", "took"
+        );
+        println!("  {:<14} {:>9} {:>9} KiB", "before", 0, i.rss_before_kib);
+        println!(
+            "  {:<14} {:>9} {:>9} KiB {:>12.2} {:>6.1} s",
+            "authenticated",
+            i.held_authenticated,
+            i.rss_authenticated_kib,
+            i.kib_per_authenticated(),
+            i.open_secs
+        );
+        println!(
+            "  {:<14} {:>9} {:>9} KiB {:>12.2} {:>6.1} s",
+            "subscribed",
+            i.held_subscribed,
+            i.rss_subscribed_kib,
+            i.kib_per_subscribed(),
+            i.subscribe_secs
+        );
+        println!(
+            "  (the node's RSS with them all subscribed: {} KiB)",
+            i.node_rss_subscribed_kib
+        );
+
+        println!(
+            "\ndelivery: {} users in pairs, open loop, latency from scheduled send to the partner's frame",
+            p.users
+        );
+        println!(
+            "  at {:.0} msg/s, median of {} runs each:",
+            crate::GOAL_RATE,
+            p.repeats
+        );
+        let (m, r) = (&self.missive, &self.relay);
+        println!(
+            "  {:<12} {:>12} {:>12} {:>14}",
+            "", "p50", "p99", "delivered/s"
+        );
+        for (name, d) in [("missive", m), ("bare relay", r)] {
+            println!(
+                "  {:<12} {:>9.2} ms {:>9.2} ms {:>14.0}",
+                name,
+                d.median(|s| s.p50_us) / 1e3,
+                d.median(|s| s.p99_us) / 1e3,
+                d.median(|s| s.delivered_per_s)
+            );
+        }
+        println!(
+            "  {:<12} {:>11.1}× {:>11.1}×",
+            "ratio",
+            m.median(|s| s.p50_us) / r.median(|s| s.p50_us),
+            m.median(|s| s.p99_us) / r.median(|s| s.p99_us)
+        );
+        println!(
+            "\n  step-up (sustained: delivered ≥ {:.0} % of offered, ≤ {:.0} % lost, p99 < {:.0} ms)",
+            SUSTAINED_SHARE * 100.0,
+            MAX_LOST_SHARE * 100.0,
+            SUSTAINED_P99_US / 1e3
+        );
+        println!(
+            "  {:>9} | {:^42} | {:^42}",
+            "offered", "missive", "bare relay"
+        );
+        println!(
+            "  {:>9} | {:>10} {:>9} {:>9} {:>6} {:>4} | {:>10} {:>9} {:>9} {:>6} {:>4}",
+            "msg/s",
+            "deliv./s",
+            "p50 ms",
+            "p99 ms",
+            "lag",
+            "ok",
+            "deliv./s",
+            "p50 ms",
+            "p99 ms",
+            "lag",
+            "ok"
+        );
+        let rates: Vec<f64> = {
+            let mut v: Vec<f64> = m.steps.iter().chain(&r.steps).map(|s| s.offered).collect();
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            v
+        };
+        let cell = |d: &Delivery, rate: f64| match d.steps.iter().find(|s| s.offered == rate) {
+            Some(s) => format!(
+                "{:>10.0} {:>9.2} {:>9.2} {:>6.1} {:>4}",
+                s.delivered_per_s,
+                s.p50_us / 1e3,
+                s.p99_us / 1e3,
+                s.send_lag_p99_us / 1e3,
+                if s.sustained() { "yes" } else { "no" }
+            ),
+            None => format!("{:>10} {:>9} {:>9} {:>6} {:>4}", "-", "", "", "", ""),
+        };
+        for rate in rates {
+            println!("  {:>9.0} | {} | {}", rate, cell(m, rate), cell(r, rate));
+        }
+        let fmt = |x: Option<f64>| x.map_or_else(|| "none".to_owned(), |v| format!("{v:.0} msg/s"));
+        println!(
+            "  highest sustained: missive {}, bare relay {}",
+            fmt(m.highest_sustained()),
+            fmt(r.highest_sustained())
+        );
+        println!(
+            "  lag: the generator's own p99 delay behind schedule, ms (large: the generator fell behind)"
+        );
+        for (name, d) in [("missive", m), ("bare relay", r)] {
+            if d.errors() > 0 {
+                println!(
+                    "  {name}: {} errors; first: {}",
+                    d.errors(),
+                    d.first_error().unwrap_or_default()
+                );
+            }
+        }
+        println!("\ngoals");
+        for g in self.goals() {
+            let verdict = if g.met { "met" } else { "NOT MET" };
+            println!(
+                "  {:<50} {:>12}  goal {:<10}  {verdict}",
+                g.what, g.value, g.target
+            );
+        }
+        println!("\ntotal runtime {:.1} s", runtime.as_secs_f64());
+    }
+
+    pub(crate) fn json(&self, runtime: Duration) -> Value {
+        let i = &self.idle;
+        let goals = self.goals();
+        json!({
+            "bench": "ws",
+            "quick": self.plan.quick,
+            "cores": cores(),
+            "open_files": self.open_files,
+            "idle": {
+                "asked": i.target,
+                "failures": i.failures,
+                "first_error": i.first_error,
+                "gateway_rss_before_kib": i.rss_before_kib,
+                "authenticated_held": i.held_authenticated,
+                "gateway_rss_authenticated_kib": i.rss_authenticated_kib,
+                "kib_per_authenticated_connection": i.kib_per_authenticated(),
+                "subscribed_held": i.held_subscribed,
+                "gateway_rss_subscribed_kib": i.rss_subscribed_kib,
+                "kib_per_subscribed_connection": i.kib_per_subscribed(),
+                "node_rss_subscribed_kib": i.node_rss_subscribed_kib,
+                "open_secs": i.open_secs,
+                "subscribe_secs": i.subscribe_secs,
+            },
+            "delivery": {
+                "users": self.plan.users,
+                "goal_rate_per_s": crate::GOAL_RATE,
+                "repeats": self.plan.repeats,
+                "warmup_secs": self.plan.warmup.as_secs_f64(),
+                "window_secs": self.plan.window.as_secs_f64(),
+                "missive": self.missive.json(),
+                "bare_relay": self.relay.json(),
+                "p50_ratio": self.missive.median(|s| s.p50_us) / self.relay.median(|s| s.p50_us),
+                "p99_ratio": self.missive.median(|s| s.p99_us) / self.relay.median(|s| s.p99_us),
+            },
+            "goals": goals.iter().map(|g| json!({"what": g.what, "value": g.value, "target": g.target, "met": g.met})).collect::<Vec<_>>(),
+            "all_goals_met": goals.iter().all(|g| g.met),
+            "runtime_s": runtime.as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! The missive side: a `missive serve` process (one chat node, ChatService
+//! on loopback) and a separate `missive gateway` process in front of it, so
+//! the gateway's memory is its own and can be read from /proc.
+//!
+//! The processes are owned by [`Missive`]: dropping it kills both, so no
+//! path out of the benchmark leaves one behind.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The environment variable `missive serve` reads its HS256 secret from.
+const JWT_SECRET_ENV: &str = "MISSIVE_JWT_SECRET";
+
+/// How long the node and the gateway may take to answer after starting.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a process may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One process and where its output goes.
+#[derive(Debug)]
+struct Process {
+    name: &'static str,
+    log: PathBuf,
+    child: Child,
+}
+
+/// A running node and gateway.
+#[derive(Debug)]
+pub(crate) struct Missive {
+    /// The gateway's WebSocket address (`/ws`).
+    pub(crate) gateway: SocketAddr,
+    node: Process,
+    gateway_process: Process,
+}
+
+impl Missive {
+    /// Starts `missive serve` in `dir` (tokens signed with `jwt_secret`)
+    /// and `missive gateway` in front of it, allowing `max_connections`
+    /// WebSockets; returns once the gateway's `/healthz` says a node
+    /// answers.
+    pub(crate) fn start(
+        binary: &Path,
+        dir: &Path,
+        jwt_secret: &str,
+        max_connections: usize,
+    ) -> Result<Missive> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let grpc = format!("127.0.0.1:{}", free_port()?);
+        let node = spawn(
+            "missive serve",
+            binary,
+            &dir.join("node.log"),
+            Command::new(binary)
+                .arg("serve")
+                .arg("--data")
+                .arg(dir.join("data"))
+                .args(["--grpc", &grpc])
+                .args(["--http", &format!("127.0.0.1:{}", free_port()?)])
+                .args(["--internal", &format!("127.0.0.1:{}", free_port()?)])
+                .env(JWT_SECRET_ENV, jwt_secret),
+        )?;
+        let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let gateway_process = spawn(
+            "missive gateway",
+            binary,
+            &dir.join("gateway.log"),
+            Command::new(binary)
+                .arg("gateway")
+                .args(["--node", &grpc])
+                .args(["--listen", &gateway.to_string()])
+                .args(["--max-connections", &max_connections.to_string()]),
+        )?;
+        let mut missive = Missive {
+            gateway,
+            node,
+            gateway_process,
+        };
+        missive.await_healthy()?;
+        Ok(missive)
+    }
+
+    /// The gateway process's id.
+    pub(crate) fn gateway_pid(&self) -> u32 {
+        self.gateway_process.child.id()
+    }
+
+    /// The node process's id.
+    pub(crate) fn node_pid(&self) -> u32 {
+        self.node.child.id()
+    }
+
+    fn await_healthy(&mut self) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if healthz(self.gateway).unwrap_or(false) {
+                return Ok(());
+            }
+            self.check_alive()?;
+            if Instant::now() >= deadline {
+                bail!("the gateway's /healthz did not say ok within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Fails if either process has exited.
+    pub(crate) fn check_alive(&mut self) -> Result<()> {
+        for p in [&mut self.node, &mut self.gateway_process] {
+            if let Some(status) = p.child.try_wait().context("waiting for a process")? {
+                bail!(
+                    "{} exited ({status}); its output is in {}",
+                    p.name,
+                    p.log.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the gateway, then the node: SIGTERM, then SIGKILL after
+    /// [`STOP_TIMEOUT`].
+    pub(crate) fn stop(mut self) -> Result<()> {
+        for p in [&mut self.gateway_process, &mut self.node] {
+            // `kill` the command: std has no way to send SIGTERM, and a
+            // process that does not take it is killed below anyway.
+            let _ = Command::new("kill")
+                .args(["-TERM", &p.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while p
+                .child
+                .try_wait()
+                .context("waiting for a process")?
+                .is_none()
+            {
+                if Instant::now() >= deadline {
+                    eprintln!("{} ignored SIGTERM; killing it", p.name);
+                    p.child.kill().context("killing a process")?;
+                    p.child.wait().context("waiting for a process")?;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Missive {
+    fn drop(&mut self) {
+        for p in [&mut self.gateway_process, &mut self.node] {
+            // Already exited after `stop`; then both calls are harmless.
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+fn spawn(name: &'static str, binary: &Path, log: &Path, cmd: &mut Command) -> Result<Process> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .with_context(|| format!("opening {}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("starting {} ({name})", binary.display()))?;
+    Ok(Process {
+        name,
+        log: log.to_owned(),
+        child,
+    })
+}
+
+/// True when `GET /healthz` at `addr` answers 200.
+fn healthz(addr: SocketAddr) -> Result<bool> {
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer)?;
+    Ok(answer.starts_with(b"HTTP/1.1 200"))
+}
+
+/// The resident memory of process `pid` (VmRSS), in KiB.
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// A port free on 127.0.0.1 now. Another process could take it before the
+/// server binds it; the server then fails to start and the benchmark says so.
+pub(crate) fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr().context("finding a free port")?.port())
+}
