@@ -36,6 +36,12 @@ use crate::client::Ws;
 /// `i mod SENDERS`.
 pub(crate) const SENDERS: usize = 8;
 
+/// After a step's drain, the generator waits for deliveries to stop for
+/// this long...
+const QUIET: Duration = Duration::from_secs(1);
+/// ...but at most this long.
+const MAX_QUIESCE: Duration = Duration::from_secs(60);
+
 /// The text marker of a benchmark message.
 const MARKER: &str = "wsb:";
 
@@ -190,6 +196,18 @@ impl Fleet {
         self.sinks = slots.into_iter().map(|(_, s)| s).collect();
         sleep_until(w1.max(Instant::now()) + drain).await;
         let samples = self.recorder.take();
+        // A system that fell behind is still delivering: wait until it is
+        // done, so the next step starts from an idle system.
+        let mut late = 0;
+        let quiet_by = Instant::now() + MAX_QUIESCE;
+        while Instant::now() < quiet_by {
+            tokio::time::sleep(QUIET).await;
+            let more = self.recorder.take().len();
+            if more == 0 {
+                break;
+            }
+            late += more as u64;
+        }
         let (w0, w1, t0) = (self.clock.us(w0), self.clock.us(w1), self.clock.us(t0));
         let mut latencies_us: Vec<f64> = samples
             .iter()
@@ -222,6 +240,7 @@ impl Fleet {
                 .and_then(|mut f| f.take()),
             send_failures,
             send_lag_p99_us: quantile(&mut lags_us, 0.99).unwrap_or(f64::NAN),
+            late,
             node_cores: f64::NAN,
             gateway_cores: f64::NAN,
             bench_cores: f64::NAN,
@@ -252,6 +271,9 @@ pub(crate) struct StepRun {
     /// How late the generator itself put messages on the wire (p99): a
     /// large value means the generator, not the system, fell behind.
     pub(crate) send_lag_p99_us: f64,
+    /// Messages delivered after the drain, while waiting for the system to
+    /// go quiet (not counted as delivered).
+    pub(crate) late: u64,
     /// Cores kept busy over the step (warm-up to drain) by the node, the
     /// gateway, and this process (the generator, and the relay's threads).
     pub(crate) node_cores: f64,

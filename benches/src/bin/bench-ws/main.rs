@@ -29,9 +29,10 @@
 //!   nears the per-user rate limits (ChatService's 50/s, the gateway's
 //!   50/s per connection); latency runs from each message's *scheduled*
 //!   send time to the partner's `event` frame (no coordinated omission).
-//!   First the goal rate (5,000 msg/s) a few times, then the offered rate
-//!   doubles from 1,250 msg/s until a step is not sustained (module `load`
-//!   says when).
+//!   First the offered rate doubles from 1,250 msg/s until a step is not
+//!   sustained (module `load` says when), then the goal rate (5,000 msg/s)
+//!   runs a few times. After each step the generator waits until the
+//!   backlog, if any, is delivered.
 //! - **Bare relay** (module `relay`): the same generator and frames against
 //!   an axum WebSocket server in this process that forwards each text frame
 //!   to the partner's connection — the loopback limit of the same stack.
@@ -288,17 +289,15 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// `fleet`'s runs at the goal rate, then its step-up until a step is not
-/// sustained. Fails if the missive processes exit meanwhile.
+/// `fleet`'s step-up until a step is not sustained, then its runs at the
+/// goal rate. The step-up goes first so that it climbs from a system that
+/// has had no more load than it could take; a step past that is followed
+/// by a pause until the backlog is delivered (see [`Fleet::step`]). Fails if
+/// the missive processes exit meanwhile.
 async fn deliver(mut fleet: Fleet, plan: Plan, missive: &mut Missive) -> Result<Delivery> {
     eprintln!("delivery: {} users on {}", fleet.users(), fleet.name);
     let mut d = Delivery::default();
     let pids = [missive.node_pid(), missive.gateway_pid()];
-    for _ in 0..plan.repeats {
-        d.at_goal
-            .push(step(&mut fleet, GOAL_RATE, plan, pids).await?);
-        missive.check_alive()?;
-    }
     for rate in plan.rates() {
         let s = step(&mut fleet, rate, plan, pids).await?;
         let sustained = s.sustained();
@@ -307,6 +306,11 @@ async fn deliver(mut fleet: Fleet, plan: Plan, missive: &mut Missive) -> Result<
         if !sustained {
             break;
         }
+    }
+    for _ in 0..plan.repeats {
+        d.at_goal
+            .push(step(&mut fleet, GOAL_RATE, plan, pids).await?);
+        missive.check_alive()?;
     }
     Ok(d)
 }
@@ -325,7 +329,7 @@ async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Resul
     s.bench_cores = (own_cpu_seconds() - before.2) / secs;
     eprintln!(
         "{:<10} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
-         lost {}, errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
+         lost {} ({} late), errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
          bench {:.2}{}",
         fleet.name,
         rate,
@@ -333,6 +337,7 @@ async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Resul
         s.p50_us / 1e3,
         s.p99_us / 1e3,
         s.scheduled.saturating_sub(s.delivered),
+        s.late,
         s.errors + s.send_failures,
         s.send_lag_p99_us / 1e3,
         s.node_cores,

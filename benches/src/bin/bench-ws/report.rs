@@ -67,6 +67,7 @@ impl Delivery {
                 "errors": s.errors,
                 "send_failures": s.send_failures,
                 "generator_send_lag_p99_us": s.send_lag_p99_us,
+                "delivered_after_drain": s.late,
                 "node_cores": s.node_cores,
                 "gateway_cores": s.gateway_cores,
                 "bench_process_cores": s.bench_cores,
