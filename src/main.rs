@@ -26,6 +26,7 @@ mod metrics_http;
 mod node_client;
 mod node_cmd;
 mod progress_bar;
+mod retention_arg;
 mod secret_arg;
 mod serve_cmd;
 mod time_arg;

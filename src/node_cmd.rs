@@ -20,6 +20,7 @@ use missive_raft::{ClusterNode, NodeConfig};
 use tokio::net::TcpListener;
 
 use crate::jwt_arg::{self, JwtArgs};
+use crate::retention_arg::RetentionArgs;
 use crate::secret_arg;
 
 /// Runs a node.
@@ -54,6 +55,8 @@ pub struct NodeArgs {
     kv: bool,
     #[command(flatten)]
     jwt: JwtArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
 }
 
 pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
@@ -77,6 +80,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = NodeConfig::new(args.id, &args.data, secret)?;
     config.partitions = args.partitions;
+    config.log.retention = args.retention.policy();
     config.advertise = args.advertise;
     if args.kv {
         let node = ClusterNode::start(config, listener, |_| Kv::default())

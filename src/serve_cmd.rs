@@ -25,6 +25,7 @@ use missive_raft::{Node as Member, NodeConfig};
 use tokio::net::TcpListener;
 
 use crate::jwt_arg::{self, JwtArgs};
+use crate::retention_arg::RetentionArgs;
 use crate::secret_arg;
 
 /// Runs missive on one machine.
@@ -47,6 +48,8 @@ pub struct ServeArgs {
     partitions: Option<u32>,
     #[command(flatten)]
     jwt: JwtArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
 }
 
 /// The node id of the one-node cluster.
@@ -74,6 +77,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {}", args.http))?;
     let mut config = NodeConfig::new(NODE_ID, &args.data, secret)?;
     config.partitions = args.partitions;
+    config.log.retention = args.retention.policy();
     let chat = Chat::start(config, auth, internal)
         .await
         .with_context(|| format!("starting missive in {}", args.data.display()))?;

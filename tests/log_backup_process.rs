@@ -4,7 +4,8 @@
 //! - an online backup taken while messages keep flowing verifies and
 //!   audits clean, holds every message acknowledged before it began (read
 //!   back through the real state machine by `export`), and a second backup
-//!   into the same directory copies only what changed;
+//!   into the same directory copies only what changed; the node records
+//!   each partition's backup watermark, which bounds its retention;
 //! - one byte changed in a sealed segment is found by `verify` and `audit`
 //!   with its partition, segment file and byte position;
 //! - a checkpoint written by an earlier audit catches a history rewritten
@@ -265,6 +266,23 @@ async fn an_online_backup_under_write_load_holds_every_acknowledged_message_and_
     assert_eq!(copied + skipped, total);
     let audit = missive(&["log", "audit", "--backup", path(&to)]);
     assert!(audit.status.success(), "{}", text(&audit));
+    // Each partition records what the backup holds: its log's retention
+    // never deletes past it.
+    for p in second["partitions"].as_array().expect("partitions") {
+        let Some(index) = p["committed_index"].as_u64() else {
+            continue;
+        };
+        let watermark = data
+            .join("partitions")
+            .join(p["partition"].to_string())
+            .join("backup-watermark");
+        let text = std::fs::read_to_string(&watermark).expect("a backup watermark");
+        assert_eq!(
+            text.lines().nth(1),
+            Some(index.to_string().as_str()),
+            "{text}"
+        );
+    }
     serve.stop();
 }
 

@@ -106,6 +106,10 @@ pub struct Log {
     /// Counts truncations, so readers can tell a record cut under them from
     /// damage (see `segment::raced`).
     truncations: Arc<AtomicU64>,
+    /// Retention deletes no segment holding a record above this index
+    /// (`u64::MAX`: no bound): the last index a completed backup holds, so
+    /// that the next incremental backup still finds every record after it.
+    retention_floor: AtomicU64,
     /// What recovery found when the log was opened.
     report: RecoveryReport,
     /// The directory lock, released when the log is dropped.
@@ -254,6 +258,7 @@ impl Log {
             queue: Mutex::new(Queue::default()),
             poison: RwLock::new(None),
             truncations: Arc::new(AtomicU64::new(0)),
+            retention_floor: AtomicU64::new(u64::MAX),
             report,
             _lock: lock,
         })
@@ -963,6 +968,15 @@ impl Log {
         })
     }
 
+    /// Bounds retention: from now on it deletes only segments whose
+    /// records all lie at or below `index` (besides below the purge
+    /// point). Set to the last index a completed backup holds, so that
+    /// no record leaves the disk before a backup has it. Not durable: the
+    /// caller sets it again after a reopen.
+    pub fn set_retention_floor(&self, index: u64) {
+        self.retention_floor.store(index, Ordering::Release);
+    }
+
     /// Deletes the purged segments the retention policy no longer keeps.
     pub fn apply_retention(&self) -> Result<()> {
         self.check_poison()?;
@@ -978,13 +992,16 @@ impl Log {
             return Ok(());
         }
         let now = self.opts.clock.now_ms();
+        let floor = self.retention_floor.load(Ordering::Acquire);
         loop {
             let (oldest, total) = {
                 let v = read(&self.view);
                 let total: u64 =
                     v.sealed.iter().map(|s| s.index.segment_len).sum::<u64>() + v.active.end;
                 match v.sealed.first() {
-                    Some(s) if s.last() < v.first_visible => (s.clone(), total),
+                    Some(s) if s.last() < v.first_visible && s.last() <= floor => {
+                        (s.clone(), total)
+                    }
                     _ => return Ok(()),
                 }
             };

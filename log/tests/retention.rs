@@ -358,3 +358,34 @@ fn a_reader_keeps_reading_a_deleted_segment_whose_file_goes_once_it_lets_go() {
     );
     assert_reads(&log, before[2].first_index, RECORDS);
 }
+
+#[test]
+fn retention_keeps_every_segment_above_the_floor_a_backup_set() {
+    let fs: Arc<dyn FileSystem> = Arc::new(SimFs::new());
+    // Any purged segment is too old for this policy.
+    let policy = Retention {
+        max_age_ms: Some(1),
+        max_total_bytes: None,
+    };
+    let log = Log::open(
+        DIR,
+        options(fs.clone(), policy, Clock::new(|| u64::MAX / 2)),
+    )
+    .expect("open");
+    append_all(&log, 0, RECORDS);
+    let before = log.segments();
+    assert!(before.len() > 4, "several segments: {before:?}");
+    // A backup holds records up to the end of the second segment.
+    let floor = before[1].next_index - 1;
+    log.set_retention_floor(floor);
+    // Everything but the active segment is purged; only the two segments
+    // the backup has may go.
+    log.purge(before[before.len() - 2].next_index - 1)
+        .expect("purge");
+    assert_eq!(log.segments(), before[2..]);
+    // A later backup moves the floor: retention follows it.
+    log.set_retention_floor(before[3].next_index - 1);
+    log.apply_retention().expect("retention");
+    assert_eq!(log.segments(), before[4..]);
+    assert_verified(&*fs, &log);
+}

@@ -26,6 +26,9 @@
 //!   `<backup>/LOCK`).
 //! - A sealed segment already in the previous backup with the same size is
 //!   not copied again (see `missive_log::backup`).
+//! - After a backup completes, each partition of the node records the
+//!   index it holds as its backup watermark ([`WATERMARK_FILE`]); the
+//!   partition's log retention never deletes a segment above it.
 
 mod manifest;
 
@@ -114,9 +117,58 @@ pub fn backup_offline(data: &Path, to: &Path) -> Result<Manifest> {
         });
     }
     let node_id = read_node_id(data);
-    let manifest = write_backup(data, to, "offline", node_id, sources);
+    let manifest = write_backup(data, to, "offline", node_id, sources)?;
+    // The node's next start bounds its retention by what this backup holds.
+    for p in &manifest.partitions {
+        if let Some(index) = p.committed_index {
+            write_watermark(
+                &data.join(PARTITIONS_DIR).join(p.partition.to_string()),
+                index,
+            )?;
+        }
+    }
     drop(locks);
-    manifest
+    Ok(manifest)
+}
+
+/// File name, in a partition directory, of the backup watermark: the last
+/// log index the last completed backup of this partition holds. Retention
+/// deletes no segment holding a record above it (`missive_log::Log::
+/// set_retention_floor`), so an incremental backup always finds every
+/// record after the one before. Text: a version line, then the index.
+pub const WATERMARK_FILE: &str = "backup-watermark";
+
+const WATERMARK_VERSION_LINE: &str = "missive-backup-watermark 1";
+
+/// The backup watermark of partition directory `pdir`, if a backup
+/// recorded one. Blocking.
+pub fn read_watermark(pdir: &Path) -> Result<Option<u64>> {
+    let path = pdir.join(WATERMARK_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let mut lines = text.lines();
+    match (lines.next(), lines.next().map(|l| l.trim().parse::<u64>())) {
+        (Some(WATERMARK_VERSION_LINE), Some(Ok(index))) => Ok(Some(index)),
+        _ => Err(Error::Backup {
+            path,
+            reason: "invalid backup watermark".into(),
+        }),
+    }
+}
+
+/// Records `index` as partition directory `pdir`'s backup watermark,
+/// atomically and durably. Blocking.
+pub fn write_watermark(pdir: &Path, index: u64) -> Result<()> {
+    let tmp = pdir.join(format!("{WATERMARK_FILE}.tmp"));
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    writeln!(f, "{WATERMARK_VERSION_LINE}\n{index}").map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    let path = pdir.join(WATERMARK_FILE);
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+    manifest::sync_dir(pdir)
 }
 
 /// The committed index partition directory `pdir`'s raft metadata

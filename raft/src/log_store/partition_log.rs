@@ -93,6 +93,10 @@ impl PartitionLog {
                 None => log.purge(purged.index)?,
             }
         }
+        // Retention keeps what the last completed backup does not hold.
+        if let Some(index) = crate::backup::read_watermark(dir)? {
+            log.set_retention_floor(index);
+        }
         let last_timestamp = match last_record(&log)? {
             Some(e) => e.timestamp_ms.unwrap_or(0),
             None => 0,
@@ -129,6 +133,12 @@ impl PartitionLog {
             // and with it the log, is dropped.
             while rx.changed().await.is_ok() {}
         }
+    }
+
+    /// Bounds the log's retention to segments at or below `index` (the
+    /// last index a completed backup holds).
+    pub fn set_retention_floor(&self, index: u64) {
+        self.log.set_retention_floor(index);
     }
 
     /// The durable metadata.

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{Node, partition_dir};
-use crate::backup::{Manifest, PartitionSource, write_backup};
+use crate::backup::{Manifest, PartitionSource, write_backup, write_watermark};
 use crate::error::{Error, Result};
 use crate::log_store::LOG_DIR;
 use crate::state_machine::StateMachine;
@@ -64,9 +64,26 @@ impl<SM: StateMachine> Node<SM> {
         debug_assert_eq!(partition_dir(&data, 0), self.inner.partitions[0].dir);
         let to = to.to_owned();
         let node_id = Some(self.inner.id);
-        tokio::task::spawn_blocking(move || write_backup(&data, &to, "online", node_id, sources))
-            .await
-            .map_err(|e| Error::Raft(format!("backup task failed: {e}")))?
+        let manifest = tokio::task::spawn_blocking(move || {
+            write_backup(&data, &to, "online", node_id, sources)
+        })
+        .await
+        .map_err(|e| Error::Raft(format!("backup task failed: {e}")))??;
+        // The backup is complete: retention may now delete what it holds,
+        // and nothing after it.
+        for p in &manifest.partitions {
+            let (Some(index), Ok(part)) = (p.committed_index, self.partition(p.partition)) else {
+                continue;
+            };
+            let pdir = part.dir.clone();
+            tokio::task::spawn_blocking(move || write_watermark(&pdir, index))
+                .await
+                .map_err(|e| Error::Raft(format!("backup task failed: {e}")))??;
+            if let Some(log) = part.sm.log() {
+                log.set_retention_floor(index);
+            }
+        }
+        Ok(manifest)
     }
 
     /// Waits (at most [`DURABLE_WAIT`]) until partition `p`'s log holds
