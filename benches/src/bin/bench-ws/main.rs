@@ -34,7 +34,8 @@
 //!   runs a few times. After each step the generator waits until the
 //!   backlog, if any, is delivered.
 //! - **Bare relay** (module `relay`): the same generator and frames against
-//!   an axum WebSocket server in this process that forwards each text frame
+//!   an axum WebSocket server (this executable, run as a child process)
+//!   that forwards each text frame
 //!   to the partner's connection — the loopback limit of the same stack.
 //!   The systems run one after the other (missive first), each with its
 //!   own fleet of users: without `CAP_SYS_RESOURCE` the open-file hard
@@ -201,6 +202,9 @@ fn parse_args() -> Result<Args> {
 }
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(relay::SERVE_FLAG) {
+        return relay::serve();
+    }
     let started = Instant::now();
     let args = parse_args()?;
     let mut plan = Plan::new(args.quick);
@@ -268,9 +272,11 @@ fn main() -> Result<()> {
     // One system at a time: the open-file limit may hold only one fleet.
     let (missive_report, relay_report) = rt.block_on(async {
         let (m, conversations) = fleets::missive(missive.gateway, &auth, plan.users, clock).await?;
-        let md = deliver(m, plan, &mut missive).await?;
+        let pids = [missive.node_pid(), missive.gateway_pid()];
+        let md = deliver(m, plan, &mut missive, pids).await?;
         let r = fleets::relay(relay.addr, plan.users, &conversations, clock).await?;
-        let rd = deliver(r, plan, &mut missive).await?;
+        // The relay's CPU in the gateway's column; it has no node.
+        let rd = deliver(r, plan, &mut missive, [u32::MAX, relay.pid()]).await?;
         Ok::<_, anyhow::Error>((md, rd))
     })?;
     drop(relay);
@@ -294,10 +300,14 @@ fn main() -> Result<()> {
 /// has had no more load than it could take; a step past that is followed
 /// by a pause until the backlog is delivered (see [`Fleet::step`]). Fails if
 /// the missive processes exit meanwhile.
-async fn deliver(mut fleet: Fleet, plan: Plan, missive: &mut Missive) -> Result<Delivery> {
+async fn deliver(
+    mut fleet: Fleet,
+    plan: Plan,
+    missive: &mut Missive,
+    pids: [u32; 2],
+) -> Result<Delivery> {
     eprintln!("delivery: {} users on {}", fleet.users(), fleet.name);
     let mut d = Delivery::default();
-    let pids = [missive.node_pid(), missive.gateway_pid()];
     for rate in plan.rates() {
         let s = step(&mut fleet, rate, plan, pids).await?;
         let sustained = s.sustained();

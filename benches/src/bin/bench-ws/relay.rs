@@ -6,12 +6,13 @@
 //!
 //! A connection's first frame is `hello N`. Each connection has a bounded
 //! queue of [`QUEUE`] frames (the gateway's send queue) drained by its own
-//! writer task, as in the gateway. The relay runs on a runtime of its own
-//! with two worker threads, so it does not share the load generator's
-//! scheduler.
+//! writer task, as in the gateway. The relay is a process of its own (see
+//! [`Relay`]).
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -30,37 +31,85 @@ const QUEUE: usize = missive_gateway::limits::SEND_QUEUE;
 /// up or insert, never across an await.
 type Peers = Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>;
 
-/// A running relay; dropping it stops it.
+/// The relay, a child process of the benchmark (the same executable run
+/// with [`SERVE_FLAG`]): a process of its own, like the gateway, so its
+/// descriptors (one per connection) count against its own limit and its CPU
+/// time is its own. Dropping this stops it.
 #[derive(Debug)]
 pub(crate) struct Relay {
     pub(crate) addr: SocketAddr,
-    _runtime: tokio::runtime::Runtime,
+    child: Child,
 }
 
+/// The argument that makes the benchmark's executable serve the relay.
+pub(crate) const SERVE_FLAG: &str = "--serve-relay";
+
 impl Relay {
+    /// Starts the relay process; returns once it listens.
     pub(crate) fn start() -> Result<Relay> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("relay")
-            .enable_all()
-            .build()
-            .context("starting the relay's runtime")?;
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        let exe = std::env::current_exe().context("finding the benchmark's executable")?;
+        let mut child = Command::new(exe)
+            .arg(SERVE_FLAG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the relay process")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("the relay's stdout")?;
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("reading the relay's address")?;
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("the relay said {line:?}, not its address"))?;
+        Ok(Relay { addr, child })
+    }
+
+    /// The relay process's id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The relay process: listens on a loopback port, prints it, and serves
+/// until its stdin closes (the benchmark ended, however it ended).
+pub(crate) fn serve() -> Result<()> {
+    crate::rlimit::raise_open_files()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the relay's runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
             .context("binding the relay")?;
-        let addr = listener.local_addr().context("the relay's address")?;
+        println!("{}", listener.local_addr().context("the relay's address")?);
         let peers: Peers = Arc::default();
         let app = Router::new().route("/ws", get(upgrade)).with_state(peers);
-        runtime.spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                eprintln!("relay: {e}");
-            }
+        // Stdin is a pipe from the benchmark: it closes when the benchmark
+        // ends, however it ends. Read on a thread (a blocking read).
+        let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
+            let _ = gone_tx.send(());
         });
-        Ok(Relay {
-            addr,
-            _runtime: runtime,
-        })
-    }
+        let parent_gone = async {
+            let _ = gone_rx.await;
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(parent_gone)
+            .await
+            .context("serving the relay")
+    })
 }
 
 async fn upgrade(State(peers): State<Peers>, ws: WebSocketUpgrade) -> Response {

@@ -146,7 +146,7 @@ impl Report {
         );
         println!(
             "missive: `missive serve` (one chat node) + a separate `missive gateway` process; \
-             bare relay: axum WebSocket server in the benchmark process, same stack and buffers"
+             bare relay: an axum WebSocket server process, same stack and buffers"
         );
         println!("\nidle connections to one gateway (each authenticated, then subscribed)");
         println!(
