@@ -27,6 +27,12 @@ pub struct GatewayArgs {
     /// Where the gateway (HTTP: `/ws`, `/healthz`) listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// CA certificates (PEM) that nodes' ChatService certificates chain to:
+    /// the nodes are then reached over TLS (`https://`).
+    #[arg(long)]
+    node_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: crate::tls_arg::TlsArgs,
     /// Open WebSocket connections at most; more are refused with HTTP 503.
     #[arg(long, default_value_t = missive_gateway::limits::MAX_CONNECTIONS)]
     max_connections: usize,
@@ -60,13 +66,24 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
         max_connections: args.max_connections,
         ..Limits::default()
     };
-    let gateway = Gateway::new(args.nodes.clone(), limits).context("starting the gateway")?;
+    let node_tls = args
+        .node_ca
+        .as_deref()
+        .map(missive_gateway::tls::node_client_config)
+        .transpose()?;
+    let mut gateway = Gateway::with_node_tls(args.nodes.clone(), limits, node_tls)
+        .context("starting the gateway")?;
+    let tls = args.tls.gateway()?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    if let Some(tls) = tls {
+        gateway = gateway.with_tls(tls).context("enabling TLS")?;
+    }
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let files = files.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
     println!(
-        "missive gateway on ws://{}/ws in front of {} (at most {} connections; {files} open files)",
+        "missive gateway on {scheme}://{}/ws in front of {} (at most {} connections; {files} open files)",
         args.listen,
         args.nodes.join(", "),
         args.max_connections,

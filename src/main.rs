@@ -31,6 +31,7 @@ mod secret_arg;
 mod serve_cmd;
 mod time_arg;
 mod time_fmt;
+mod tls_arg;
 mod token_cmd;
 
 use std::process::ExitCode;

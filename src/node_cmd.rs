@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use crate::jwt_arg::{self, JwtArgs};
 use crate::retention_arg::RetentionArgs;
 use crate::secret_arg;
+use crate::tls_arg::TlsArgs;
 
 /// Runs a node.
 #[derive(Debug, clap::Args)]
@@ -55,6 +56,8 @@ pub struct NodeArgs {
     kv: bool,
     #[command(flatten)]
     jwt: JwtArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     retention: RetentionArgs,
 }
@@ -127,7 +130,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
     );
     match grpc {
         Some(l) => chat
-            .serve(l, async {
+            .serve_tls(l, args.tls.grpc()?, async {
                 let _ = stopped().await;
             })
             .await

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use crate::jwt_arg::{self, JwtArgs};
 use crate::retention_arg::RetentionArgs;
 use crate::secret_arg;
+use crate::tls_arg::TlsArgs;
 
 /// Runs missive on one machine.
 #[derive(Debug, clap::Args)]
@@ -48,6 +49,8 @@ pub struct ServeArgs {
     partitions: Option<u32>,
     #[command(flatten)]
     jwt: JwtArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     retention: RetentionArgs,
 }
@@ -95,16 +98,49 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("initializing the one-node cluster")?;
     }
+    let grpc_tls = args.tls.grpc()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_rx_for_private = stop_rx.clone();
+    let (web, ws) = if grpc_tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     println!(
-        "missive serving ChatService on {} and the WebSocket gateway on ws://{}/ws \
+        "missive serving ChatService on {}{} and the WebSocket gateway on {ws}://{}/ws \
          ({} partitions, data in {})",
         args.grpc,
+        if grpc_tls.is_some() { " (TLS)" } else { "" },
         args.http,
         node.partitions(),
         args.data.display()
     );
+    println!("  the web app: {web}://{}/", args.http);
     println!("  a development token: missive token --user alice");
-    let mut gateway = Gateway::new(vec![args.grpc.clone()], Limits::default())
+    // With TLS, the public ChatService listener speaks only TLS under a
+    // certificate issued for the public name; the embedded gateway reaches
+    // ChatService through a plaintext listener of its own on loopback
+    // instead, which still checks every token.
+    let gateway_upstream = match &grpc_tls {
+        None => args.grpc.clone(),
+        Some(_) => {
+            let private = TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("listening on loopback for the embedded gateway")?;
+            let addr = private.local_addr()?.to_string();
+            let chat = chat.clone();
+            let mut stop = stop_rx_for_private.clone();
+            tokio::spawn(async move {
+                let _ = chat
+                    .serve(private, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            });
+            addr
+        }
+    };
+    let mut gateway = Gateway::new(vec![gateway_upstream], Limits::default())
         .context("starting the gateway")?
         .with_media(media_config(&args.data)?)
         .context("opening the media store")?;
@@ -113,16 +149,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_dev_login(minter)
             .context("enabling the development login")?;
         println!(
-            "  development login: POST http://{}/dev/login {{\"user\":\"alice\"}}",
+            "  development login: POST {web}://{}/dev/login {{\"user\":\"alice\"}}",
             args.http
         );
+    }
+    if let Some(tls) = args.tls.gateway()? {
+        gateway = gateway
+            .with_tls(tls)
+            .context("enabling TLS on the gateway")?;
     }
     // One `/metrics` on the gateway's listener: the node's series and the
     // gateway's.
     let mut registry = missive_api::metrics::registry();
     gateway.register_metrics(&mut registry);
     gateway.set_metrics(crate::metrics_http::source(chat.clone(), registry));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -141,7 +181,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
     // The gateway first: its clients are told to reconnect while ChatService
     // still answers; then ChatService and the node.
-    chat.serve(grpc, async move {
+    chat.serve_tls(grpc, grpc_tls, async move {
         stopped(stop_rx).await;
         // Give the gateway its grace to close WebSockets before ChatService
         // stops under it.

@@ -3,7 +3,8 @@
 //! loopback, answers `/healthz`, takes a message sent with a token from
 //! `missive token`, stops cleanly on SIGTERM, and serves the same history
 //! after a restart from its data directory; its `/metrics` and `missive
-//! admin status` move when messages flow.
+//! admin status` move when messages flow; with `--tls-cert`/`--tls-key` it
+//! serves ChatService, HTTPS and `wss://` over TLS only.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,23 +31,29 @@ struct Serve {
 
 impl Serve {
     fn start(data: &Path) -> Serve {
-        let (grpc, http, internal) = (free_addr(), free_addr(), free_addr());
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--grpc", &grpc, "--http", &http, "--internal", &internal])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn missive serve");
-        let s = Serve { child, grpc, http };
+        let s = Serve::spawn(data, &[]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while s.healthz() != Some(200) {
             assert!(Instant::now() < deadline, "/healthz never answered 200");
             std::thread::sleep(Duration::from_millis(100));
         }
         s
+    }
+
+    /// `missive serve` with `extra` arguments, not waited for.
+    fn spawn(data: &Path, extra: &[&str]) -> Serve {
+        let (grpc, http, internal) = (free_addr(), free_addr(), free_addr());
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--grpc", &grpc, "--http", &http, "--internal", &internal])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn missive serve");
+        Serve { child, grpc, http }
     }
 
     /// The status `/healthz` answers, if the gateway answers at all.
@@ -368,6 +375,156 @@ async fn metrics_expose_the_listed_series_and_move_when_messages_flow() {
     );
     drop(ws);
     drop(events);
+    let (ok, out) = serve.stop();
+    assert!(ok, "{out}");
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as PEM
+/// files into `dir`: `(cert, key, cert PEM)`.
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("a self-signed certificate");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let pem = ck.cert.pem();
+    std::fs::write(&cert, &pem).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    (cert, key, pem)
+}
+
+/// A TLS client that trusts `ca_pem` only.
+fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.expect("a certificate")).expect("a root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_chatservice_and_the_gateway_speak_tls_only() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, ca_pem) = self_signed(dir.path());
+    let (cert, key) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    let serve = Serve::spawn(
+        &dir.path().join("data"),
+        &["--tls-cert", cert, "--tls-key", key],
+    );
+    let connector = tls_connector(&ca_pem);
+    let name =
+        tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a server name");
+
+    // HTTPS: /healthz answers once the gateway reaches ChatService.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = async {
+            let tcp = tokio::net::TcpStream::connect(&serve.http).await.ok()?;
+            let mut tls = connector.connect(name.clone(), tcp).await.ok()?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut out = Vec::new();
+            let _ = tls.read_to_end(&mut out).await;
+            Some(String::from_utf8_lossy(&out).into_owned())
+        }
+        .await;
+        if answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("HTTP/1.1 200"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "https /healthz never answered 200: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Plain HTTP to the TLS listener gets no HTTP answer.
+    assert_eq!(serve.healthz(), None);
+
+    // gRPC over TLS, trusting the certificate.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem));
+    let channel = Endpoint::from_shared(format!("https://{}", serve.grpc))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("connect to ChatService over TLS");
+    let value = format!("Bearer {}", token("alice")).parse().expect("ascii");
+    let mut alice = ChatServiceClient::with_interceptor(channel, Bearer(value));
+    let conv = alice
+        .create_direct(pb::CreateDirectRequest { peer: "bob".into() })
+        .await
+        .expect("create a direct conversation over TLS")
+        .into_inner()
+        .conversation_id;
+    // Plaintext gRPC is refused.
+    let grpc = serve.grpc.clone();
+    let refused = tokio::time::timeout(Duration::from_secs(10), async move {
+        let channel = Endpoint::from_shared(format!("http://{grpc}"))
+            .expect("endpoint")
+            .connect()
+            .await;
+        match channel {
+            Err(_) => true,
+            Ok(ch) => ChatServiceClient::new(ch)
+                .inbox(pb::InboxRequest::default())
+                .await
+                .is_err(),
+        }
+    })
+    .await
+    .unwrap_or(true);
+    assert!(refused, "plaintext gRPC reached a TLS-only ChatService");
+
+    // wss://: bob authenticates and reads the conversation alice made.
+    let tcp = tokio::net::TcpStream::connect(&serve.http)
+        .await
+        .expect("connect");
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{}/ws", serve.http), tls)
+        .await
+        .expect("WebSocket over TLS");
+    let frames = [
+        serde_json::json!({"type": "auth", "req_id": 1, "token": token("bob")}),
+        serde_json::json!({"type": "history", "req_id": 2, "conversation_id": conv}),
+    ];
+    for f in frames {
+        ws.send(Message::text(f.to_string())).await.expect("send");
+    }
+    let mut answered = 0;
+    while answered < 2 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("open")
+            .expect("a frame");
+        let Message::Text(text) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        if v["type"] == "result" {
+            answered += 1;
+        } else {
+            assert_ne!(v["type"], "error", "{v}");
+        }
+    }
+    drop(ws);
+    drop(alice);
     let (ok, out) = serve.stop();
     assert!(ok, "{out}");
 }

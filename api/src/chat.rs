@@ -347,7 +347,17 @@ impl Chat {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        crate::service::router(self.clone())
+        self.serve_tls(listener, None, shutdown).await
+    }
+
+    /// [`Chat::serve`], over TLS when `tls` is given.
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        crate::service::router(self.clone(), tls)?
             .serve_with_incoming_shutdown(
                 // Replies go out at once (no Nagle delay behind a delayed ACK).
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -17,6 +17,12 @@ pub enum Error {
         dir: std::path::PathBuf,
         source: std::io::Error,
     },
+    /// A TLS certificate, key or CA file could not be used.
+    #[error("TLS: {path}: {reason}")]
+    Tls {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// A builder method was called twice on one gateway.
     #[error("{0} is configured already")]
     Configured(&'static str),

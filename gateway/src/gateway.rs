@@ -55,6 +55,8 @@ struct Inner {
     metrics: std::sync::OnceLock<Hook>,
     /// Set by [`Gateway::with_dev_login`]; `/dev/login` answers 404 without.
     dev_login: OnceLock<DevLogin>,
+    /// Set by [`Gateway::with_tls`]: every accepted connection is TLS.
+    tls: OnceLock<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// A [`MetricsSource`], opaque to `Debug`.
@@ -81,7 +83,17 @@ impl Gateway {
     /// A gateway to the ChatService endpoints `node_addrs` (`host:port`).
     /// Connects lazily: a node that is down now is tried when it is needed.
     pub fn new(node_addrs: Vec<String>, limits: Limits) -> Result<Gateway, Error> {
-        let nodes = Arc::new(Nodes::new(node_addrs, limits.call_timeout)?);
+        Gateway::with_node_tls(node_addrs, limits, None)
+    }
+
+    /// [`Gateway::new`], reaching the nodes over TLS when `node_tls` is
+    /// given (see [`crate::tls::node_client_config`]).
+    pub fn with_node_tls(
+        node_addrs: Vec<String>,
+        limits: Limits,
+        node_tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Gateway, Error> {
+        let nodes = Arc::new(Nodes::new(node_addrs, limits.call_timeout, node_tls)?);
         let (stop, _) = watch::channel(false);
         Ok(Gateway {
             inner: Arc::new(Inner {
@@ -95,8 +107,22 @@ impl Gateway {
                 stop,
                 metrics: std::sync::OnceLock::new(),
                 dev_login: OnceLock::new(),
+                tls: OnceLock::new(),
             }),
         })
+    }
+
+    /// Serves HTTPS and `wss://` only, with `config` (see
+    /// [`crate::tls::server_config`]).
+    pub fn with_tls(
+        self,
+        config: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> Result<Gateway, Error> {
+        self.inner
+            .tls
+            .set(config)
+            .map_err(|_| Error::Configured("TLS"))?;
+        Ok(self)
     }
 
     /// Keeps media (uploads and downloads by signed URL, docs/protocol.md
@@ -195,20 +221,26 @@ impl Gateway {
                     };
                     // Frames are small and interactive: no Nagle delay.
                     let _ = tcp.set_nodelay(true);
-                    let conn = http
-                        .serve_connection(TokioIo::new(tcp), service.clone())
-                        .with_upgrades();
-                    let mut stop = self.inner.stop.subscribe();
-                    conns.spawn(async move {
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => {}
-                            () = session::stopped(&mut stop) => {
-                                conn.as_mut().graceful_shutdown();
-                                let _ = conn.await;
-                            }
+                    let http = http.clone();
+                    let service = service.clone();
+                    let stop = self.inner.stop.subscribe();
+                    match self.inner.tls.get().cloned().map(tokio_rustls::TlsAcceptor::from) {
+                        None => {
+                            conns.spawn(serve_connection(http, tcp, service, stop));
                         }
-                    });
+                        Some(acceptor) => {
+                            let handshake = limits.header_read_timeout;
+                            conns.spawn(async move {
+                                // In the connection's task, so a slow
+                                // handshake holds up no other client.
+                                match timeout(handshake, acceptor.accept(tcp)).await {
+                                    Ok(Ok(tls)) => serve_connection(http, tls, service, stop).await,
+                                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -228,6 +260,29 @@ impl Gateway {
             conns.abort_all();
         }
         Ok(())
+    }
+}
+
+/// Serves one HTTP/1.1 connection (plain or TLS) until it ends, or until
+/// the gateway stops: then it finishes gracefully.
+async fn serve_connection<I>(
+    http: http1::Builder,
+    io: I,
+    service: TowerToHyperService<Router>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = session::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

@@ -65,6 +65,7 @@ pub mod ratelimit;
 pub mod render;
 pub mod session;
 pub mod subscription;
+pub mod tls;
 pub mod webapp;
 
 pub use error::Error;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_service_client::ChatServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::error::Error;
@@ -74,22 +74,34 @@ pub fn is_unreachable(s: &Status) -> bool {
 impl Nodes {
     /// Channels to `addrs` (`host:port` or `http://host:port`). Nothing is
     /// connected yet: each channel connects on its first call.
-    pub fn new(addrs: Vec<String>, call_timeout: Duration) -> Result<Nodes, Error> {
+    ///
+    /// With `tls`, an address without a scheme is reached over `https://`
+    /// and the node's certificate is checked against `tls`'s CA.
+    pub fn new(
+        addrs: Vec<String>,
+        call_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
+    ) -> Result<Nodes, Error> {
         if addrs.is_empty() {
             return Err(Error::NoNodes);
         }
         let mut channels = Vec::with_capacity(addrs.len());
         for a in addrs {
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let uri = if a.contains("://") {
                 a.clone()
             } else {
-                format!("http://{a}")
+                format!("{scheme}://{a}")
             };
-            let endpoint = Endpoint::from_shared(uri)
-                .map_err(|e| Error::BadNode {
-                    addr: a.clone(),
-                    reason: e.to_string(),
-                })?
+            let bad = |e: &dyn std::fmt::Display| Error::BadNode {
+                addr: a.clone(),
+                reason: e.to_string(),
+            };
+            let mut endpoint = Endpoint::from_shared(uri).map_err(|e| bad(&e))?;
+            if let Some(tls) = &tls {
+                endpoint = endpoint.tls_config(tls.clone()).map_err(|e| bad(&e))?;
+            }
+            let endpoint = endpoint
                 .connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

@@ -51,7 +51,12 @@ fn next_request_id() -> String {
     format!("{:x}-{}", *START, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-pub fn router(chat: Chat) -> tonic::transport::server::Router {
+///
+/// With `tls`, every connection is TLS (rustls).
+pub fn router(
+    chat: Chat,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<tonic::transport::server::Router, tonic::transport::Error> {
     let auth = chat.auth().interceptor();
     let service = InterceptedService::new(
         ChatServiceServer::new(Service { chat: chat.clone() })
@@ -70,7 +75,11 @@ pub fn router(chat: Chat) -> tonic::transport::server::Router {
     // Every call runs in a span carrying its request id: the caller's
     // `x-request-id` (a gateway passes its own) or one made here, so each
     // log line a call writes can be traced back to it.
-    let mut builder = tonic::transport::Server::builder().trace_fn(|req| {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let mut builder = builder.trace_fn(|req| {
         let id = req
             .headers()
             .get(REQUEST_ID_HEADER)
@@ -93,7 +102,7 @@ pub fn router(chat: Chat) -> tonic::transport::server::Router {
         Admin { chat: chat.clone() },
         move |r| secret.check(r),
     );
-    router.add_service(service).add_service(admin)
+    Ok(router.add_service(service).add_service(admin))
 }
 
 /// The service; cheap to clone.
