@@ -69,6 +69,9 @@ pub(crate) struct Rebuilds {
     pub elapsed: Duration,
 }
 
+/// One partition's outcome, once its worker is done with it.
+type Slot = Option<Result<(ChatStateMachine, Rebuilt)>>;
+
 /// Rebuilds every partition of `source` up to `stop` into
 /// `<out>/partitions/<p>/projections.redb`, `threads` at once, drawing a
 /// progress bar.
@@ -90,8 +93,7 @@ pub(crate) fn rebuild_all(
         .clamp(1, partitions as usize);
     let bar = Bar::new(label, total_bytes);
     let next = AtomicU32::new(0);
-    let results: Mutex<Vec<Option<Result<(ChatStateMachine, Rebuilt)>>>> =
-        Mutex::new((0..partitions).map(|_| None).collect());
+    let results: Mutex<Vec<Slot>> = Mutex::new((0..partitions).map(|_| None).collect());
     let running = AtomicU32::new(threads as u32);
     let failed = AtomicBool::new(false);
     let started = Instant::now();

@@ -1,9 +1,10 @@
 //! `missive log replay`, `restore` and `diff` against a history written
 //! through a real `missive serve` process:
 //!
-//! - replaying the stopped node's log to its end rebuilds exactly the
-//!   node's projections (`diff` finds nothing);
-//! - a restore to index N equals a replay to N and carries a new epoch;
+//! - replaying a backup of the stopped node to its end rebuilds exactly
+//!   the node's projections (`diff` finds nothing);
+//! - a restore of the backup to index N equals a replay of the node's
+//!   directory to N and carries a new epoch;
 //! - the restored directory starts with `missive serve` and serves the
 //!   history up to N and nothing after, and takes new messages after it;
 //! - `diff` names a row planted in one store, with its table and key.
@@ -218,13 +219,24 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
     drop(alice);
     serve.stop();
 
-    // Replay to the end equals the node's projections.
+    let backup = dir.path().join("backup");
+    let out = missive(&[
+        "log",
+        "backup",
+        "--data",
+        path(&data),
+        "--to",
+        path(&backup),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Replay of the backup to the end equals the node's projections.
     let replayed = dir.path().join("replayed");
     let out = missive(&[
         "log",
         "replay",
         "--data",
-        path(&data),
+        path(&backup),
         "--out",
         path(&replayed),
     ]);
@@ -265,7 +277,7 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
     let out = missive(&[
         "log",
         "restore",
-        path(&data),
+        path(&backup),
         "--to-index",
         &n,
         "--data",
