@@ -22,6 +22,6 @@ mod file;
 mod format;
 
 pub(crate) use dir::SnapshotDir;
-pub(crate) use format::{check_body, read_head};
 pub use file::SnapshotFile;
 pub use format::MAX_STATE_BYTES;
+pub(crate) use format::{check_body, read_head};
