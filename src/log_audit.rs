@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use missive_log::ChainHash;
+use missive_log::format::SegmentHeader;
 use missive_log::fs::StdFs;
 use missive_log::verify::{self, Problem};
 use missive_raft::LOG_DIR;
@@ -241,7 +242,9 @@ fn audit_partition(
     // Without a recorded committed index (a log outside a node), the last
     // valid record is the head.
     let head = match committed {
-        Some(index) => at_committed.map(|hash| Mark { index, hash }),
+        Some(index) => at_committed
+            .or_else(|| hash_before_first_segment(&report, index))
+            .map(|hash| Mark { index, hash }),
         None => last,
     };
     let problem = problem.or_else(|| {
@@ -262,6 +265,19 @@ fn audit_partition(
         problem,
         at_wanted,
     ))
+}
+
+/// The chain hash of record `index` when it is the record just before the
+/// first segment on disk (a replica that caught up by snapshot, or one
+/// whose older segments retention deleted): that segment's header holds it.
+fn hash_before_first_segment(report: &verify::VerifyReport, index: u64) -> Option<ChainHash> {
+    let first = report.segments.first()?;
+    if first.first_index != index.checked_add(1)? {
+        return None;
+    }
+    let mut header = [0u8; missive_log::format::SEGMENT_HEADER_LEN];
+    std::io::Read::read_exact(&mut std::fs::File::open(&first.path).ok()?, &mut header).ok()?;
+    SegmentHeader::decode(&header).ok().map(|h| h.prev_hash)
 }
 
 /// Checks every file a backup's manifest lists; returns the findings.
