@@ -16,7 +16,9 @@
 //!   of it, both the workspace's release binary (built first unless
 //!   `--missive` names one). The gateway's resident memory is its VmRSS in
 //!   /proc. Each phase gets fresh processes and data.
-//! - **Idle**: N WebSockets (100,000; `--quick` 5,000) to the one gateway,
+//! - **Idle**: N WebSockets (100,000; `--quick` 5,000; at most the
+//!   open-file limit less 1,000, which without `CAP_SYS_RESOURCE` stays at
+//!   its hard limit) to the one gateway,
 //!   spread over 64 loopback source addresses (one address has only ~28,000
 //!   ephemeral ports), opened 256 at a time (authentication is a node call
 //!   each). Each authenticates; the gateway's RSS is read; then each

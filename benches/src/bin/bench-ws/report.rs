@@ -149,6 +149,13 @@ impl Report {
              bare relay: an axum WebSocket server process, same stack and buffers"
         );
         println!("\nidle connections to one gateway (each authenticated, then subscribed)");
+        if (i.target as u64) < GOAL_CONNECTIONS && (i.target as u64) + 1_000 >= self.open_files {
+            println!(
+                "  capped at {} by the open-file limit ({}): raising its hard limit needs \
+                 CAP_SYS_RESOURCE",
+                i.target, self.open_files
+            );
+        }
         println!(
             "  asked {}, failed {}{}",
             i.target,
