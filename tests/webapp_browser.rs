@@ -6,7 +6,8 @@
 //! with bob and sends a message; bob sees it arrive live with an unread
 //! badge and opens it; alice's ticks turn blue (read); bob types and alice
 //! sees "bob is typing…"; alice sends an image picked with the file input,
-//! and it is displayed on both sides. Screenshots of both sides at each step
+//! and it is displayed on both sides; the server restarts while alice
+//! writes, and her queued message reaches bob once. Screenshots of both sides at each step
 //! land in target/webapp-screenshots/.
 //!
 //! Chromium (`/usr/bin/chromium`) and `chromedriver` must be installed
@@ -49,25 +50,65 @@ impl Drop for Process {
     }
 }
 
-/// `missive serve` on free loopback ports with its own data directory.
-fn start_serve(data: &Path) -> (Process, String) {
-    let (grpc, http, internal) = (free_addr(), free_addr(), free_addr());
-    let child = Command::new(BIN)
-        .arg("serve")
-        .arg("--data")
-        .arg(data)
-        .args(["--grpc", &grpc, "--http", &http, "--internal", &internal])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn missive serve");
-    let serve = Process(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_call(&http, "GET", "/healthz", None).map(|r| r.0) != Ok(200) {
-        assert!(Instant::now() < deadline, "/healthz never answered 200");
-        std::thread::sleep(Duration::from_millis(100));
+/// `missive serve` on loopback ports with its own data directory.
+struct Serve {
+    process: Process,
+    data: PathBuf,
+    /// `--grpc`, `--http`, `--internal`: kept to restart on the same ones.
+    addrs: [String; 3],
+}
+
+impl Serve {
+    fn start(data: &Path) -> Serve {
+        Serve::on(data.to_owned(), [free_addr(), free_addr(), free_addr()])
     }
-    (serve, http)
+
+    fn on(data: PathBuf, addrs: [String; 3]) -> Serve {
+        let [grpc, http, internal] = &addrs;
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data")
+            .arg(&data)
+            .args(["--grpc", grpc, "--http", http, "--internal", internal])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn missive serve");
+        let serve = Serve {
+            process: Process(child),
+            data,
+            addrs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_call(serve.http(), "GET", "/healthz", None).map(|r| r.0) != Ok(200) {
+            assert!(Instant::now() < deadline, "/healthz never answered 200");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        serve
+    }
+
+    fn http(&self) -> &str {
+        &self.addrs[1]
+    }
+
+    /// Stops it with SIGTERM (its clients are told to reconnect) and waits.
+    fn stop(mut self) -> (PathBuf, [String; 3]) {
+        let pid = self.process.0.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.process.0.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "missive serve did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (
+            std::mem::take(&mut self.data),
+            std::mem::take(&mut self.addrs),
+        )
+    }
 }
 
 /// Starts `chromedriver` on a free port, or fails saying what to install.
@@ -313,7 +354,9 @@ impl Browser {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let v = self.js(script, args.clone());
-            if !(v.is_null() || v == false || v == "") {
+            // JavaScript's falsy values that JSON can carry.
+            let falsy = v.is_null() || v == false || v == "" || v.as_f64() == Some(0.0);
+            if !falsy {
                 return v;
             }
             if Instant::now() > deadline {
@@ -450,10 +493,10 @@ const IMAGE_SHOWN: &str = "const img = document.querySelector('.msg[data-seq] im
      return img && img.complete && img.naturalWidth > 0 ? img.naturalWidth : null;";
 
 #[test]
-fn two_browsers_chat_live_with_receipts_typing_and_an_image() {
+fn two_browsers_chat_live_with_receipts_typing_an_image_and_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_serve, http) = start_serve(&dir.path().join("data"));
-    let base = format!("http://{http}/");
+    let serve = Serve::start(&dir.path().join("data"));
+    let base = format!("http://{}/", serve.http());
     let (_driver, driver) = start_chromedriver();
     let target = Path::new(BIN)
         .parent()
@@ -548,4 +591,45 @@ fn two_browsers_chat_live_with_receipts_typing_and_an_image() {
     assert_eq!(width, 96);
     alice.screenshot("05-image");
     bob.screenshot("05-image");
+
+    // The server restarts while alice writes: her message waits in the
+    // outbox, then goes out once both have reconnected, and bob, resuming
+    // from his last token, gets it exactly once.
+    let (data, addrs) = serve.stop();
+    alice.wait(
+        "the connection lost",
+        "return document.body.dataset.connection !== 'online'",
+        json!([]),
+    );
+    let queued = "Sent while the server was down";
+    alice.type_into("#composer-input", &format!("{queued}{ENTER}"));
+    alice.wait(
+        "the message queued",
+        "return document.querySelector('.msg.pending .ticks[data-state=\"pending\"]')",
+        json!([]),
+    );
+    alice.screenshot("06-queued");
+    let _serve = Serve::on(data, addrs);
+    let copies = "return [...document.querySelectorAll('.msg[data-seq] .msg-text')] \
+                  .filter((x) => x.textContent === arguments[0]).length;";
+    bob.wait("the queued message", copies, json!([queued]));
+    alice.wait(
+        "the queued message sent",
+        "return !document.querySelector('.msg.pending') \
+           && document.querySelector('.msg.own[data-seq]:last-child .msg-text').textContent \
+              === arguments[0];",
+        json!([queued]),
+    );
+    let seen = "return [...document.querySelectorAll('.msg[data-seq]')] \
+                .map((m) => `${m.dataset.seq}:${m.dataset.clientMsgId}`).join(' ') \
+                + JSON.stringify(document.body.dataset);";
+    assert_eq!(
+        bob.js(copies, json!([queued])),
+        1,
+        "bob: {} / alice: {}",
+        bob.js(seen, json!([])),
+        alice.js(seen, json!([]))
+    );
+    alice.screenshot("07-resumed");
+    bob.screenshot("07-resumed");
 }

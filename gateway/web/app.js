@@ -365,6 +365,7 @@
 
   async function onAuthenticated(ws) {
     if (ws !== conn.ws) return;
+    document.body.dataset.connects = String(Number(document.body.dataset.connects || 0) + 1);
     conn.ready = true;
     conn.attempts = 0;
     setConnection('online');
@@ -442,6 +443,7 @@
 
   /** The token's history is gone: forget what was loaded and load it again. */
   async function resync() {
+    document.body.dataset.resyncs = String(Number(document.body.dataset.resyncs || 0) + 1);
     messageItems.clear();
     for (const c of state.convs.values()) {
       c.messages.clear();
