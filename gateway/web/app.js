@@ -305,6 +305,7 @@
     document.body.dataset.connection = s;
     const label = { connecting: 'Connecting…', online: 'Online', offline: 'Waiting for network…' }[s];
     $('#conn-state').textContent = label;
+    renderHeader();
   }
 
   function connect() {
@@ -1118,7 +1119,16 @@
 
   // --------------------------------------------------------------- rendering
 
+  /** The newest message still in the outbox, if it is newer than the last sent one. */
+  function queuedLast(c) {
+    const queued = state.outbox.filter((o) => o.conversation_id === c.id).pop();
+    if (queued && queued.content.text && (!c.lastMessage || queued.created_ms >= c.lastMessage.sent_ms)) return queued;
+    return null;
+  }
+
   function preview(c) {
+    const queued = queuedLast(c);
+    if (queued) return `You: ${queued.content.text.replace(/\s+/g, ' ')}`;
     const m = c.lastMessage;
     if (!m) return c.info && c.info.kind === 'group' ? 'Group created' : 'No messages yet';
     let body;
@@ -1134,7 +1144,7 @@
   function previewElement(c, typing) {
     if (typing) return h('span', { class: 'conv-preview typing', text: typing });
     const m = c.lastMessage;
-    const photo = m && !m.deleted && m.content.media;
+    const photo = !queuedLast(c) && m && !m.deleted && m.content.media;
     return h('span', { class: 'conv-preview' }, photo ? icon('photo') : null, preview(c));
   }
 
@@ -1196,7 +1206,12 @@
     av.textContent = initials(t);
     const pres = $('#chat-presence');
     const peer = peerOf(c);
-    if (peer) {
+    if (!conn.ready) {
+      // Presence is unknown while this client is itself offline.
+      pres.textContent = 'waiting for network…';
+      pres.classList.remove('online');
+      pres.dataset.online = 'false';
+    } else if (peer) {
       const p = state.presence.get(peer);
       const online = !!(p && p.online);
       pres.textContent = online ? 'online' : p ? lastSeen(p.last_seen_ms) : '';
