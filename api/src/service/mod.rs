@@ -31,6 +31,12 @@ use crate::{ids, query, validate};
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 << 20;
 
 /// The routes: ChatService (authenticated), health, reflection.
+/// Streams a connection may reset before the server accepted them, and
+/// streams the server may reset for the peer's errors, before the
+/// connection is closed with ENHANCE_YOUR_CALM (see [`router`]).
+const MAX_PENDING_RESET_STREAMS: usize = 4096;
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 65_536;
+
 /// The metadata key a caller may set to name its call in the node's logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -75,7 +81,15 @@ pub fn router(
     // Every call runs in a span carrying its request id: the caller's
     // `x-request-id` (a gateway passes its own) or one made here, so each
     // log line a call writes can be traced back to it.
-    let mut builder = tonic::transport::Server::builder();
+    // A gateway carries all of its users' calls and subscriptions on one
+    // HTTP/2 connection, so the per-connection defaults meant for one client
+    // (GOAWAY after 20 streams reset before they were accepted, or 1,024
+    // reset for errors) would drop every user of a gateway at once when a
+    // burst of its calls time out. The limits stay, sized for a connection
+    // that multiplexes thousands of users.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
