@@ -80,7 +80,9 @@ impl ChatAdmin for Admin {
         &self,
         _req: Request<pb::AdminStatusRequest>,
     ) -> Result<Response<pb::AdminStatusResponse>, Status> {
-        Ok(Response::new(crate::metrics::admin_status(&self.chat).await?))
+        Ok(Response::new(
+            crate::metrics::admin_status(&self.chat).await?,
+        ))
     }
 
     async fn redrive_dead_letters(
