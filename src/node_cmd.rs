@@ -110,7 +110,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let chat = Chat::start(config, auth, listener)
+    let chat = Chat::start_with(config, auth, listener, args.retention.chat_options())
         .await
         .with_context(|| format!("starting node {} in {}", args.id, args.data.display()))?;
     if let Some(addr) = &args.metrics {

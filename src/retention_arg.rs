@@ -5,7 +5,9 @@
 //! point (covered by the latest snapshot) and wholly at or below the index
 //! the last completed backup holds, when a backup was ever taken
 //! (docs/backup-and-audit.md). It runs each time a snapshot moves the purge
-//! point. Without these flags nothing is ever deleted.
+//! point. `--retention-max-age-days` also bounds history in the
+//! projections: leaders expire messages and conversation events older than
+//! it (missive_api::retention). Without these flags nothing is ever deleted.
 
 use missive_log::Retention;
 
@@ -14,9 +16,10 @@ const DAY_MS: u64 = 86_400_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetentionArgs {
-    /// Delete a partition's log segments whose newest record is older than
-    /// this many days (only segments covered by the latest snapshot and the
-    /// last completed backup). Default: keep forever.
+    /// Remove messages and conversation events older than this many days
+    /// from the projections, and delete a partition's log segments whose
+    /// newest record is older (only segments covered by the latest snapshot
+    /// and the last completed backup). Default: keep forever.
     #[arg(long)]
     retention_max_age_days: Option<u64>,
     /// Delete a partition's oldest log segments while its log takes more
@@ -33,6 +36,22 @@ impl RetentionArgs {
                 .retention_max_age_days
                 .map(|d| d.saturating_mul(DAY_MS)),
             max_total_bytes: self.retention_max_bytes,
+        }
+    }
+}
+
+impl RetentionArgs {
+    /// How long history stays in the projections; `None`: forever.
+    pub fn history(&self) -> Option<std::time::Duration> {
+        self.retention_max_age_days
+            .map(|d| std::time::Duration::from_millis(d.saturating_mul(DAY_MS)))
+    }
+
+    /// The chat options these flags set.
+    pub fn chat_options(&self) -> missive_api::ChatOptions {
+        missive_api::ChatOptions {
+            history_retention: self.history(),
+            ..Default::default()
         }
     }
 }

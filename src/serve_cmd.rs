@@ -81,7 +81,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut config = NodeConfig::new(NODE_ID, &args.data, secret)?;
     config.partitions = args.partitions;
     config.log.retention = args.retention.policy();
-    let chat = Chat::start(config, auth, internal)
+    let chat = Chat::start_with(config, auth, internal, args.retention.chat_options())
         .await
         .with_context(|| format!("starting missive in {}", args.data.display()))?;
     let node = chat.node();

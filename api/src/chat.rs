@@ -34,6 +34,11 @@ pub struct ChatOptions {
     pub presence_ttl: Duration,
     /// How often presence sessions are swept.
     pub presence_sweep: Duration,
+    /// History older than this leaves the projections (messages and the
+    /// events subscriptions replay); `None` keeps it all.
+    pub history_retention: Option<Duration>,
+    /// How often leaders apply `history_retention`.
+    pub history_expire_every: Duration,
 }
 
 impl Default for ChatOptions {
@@ -42,6 +47,8 @@ impl Default for ChatOptions {
             push: PushConfig::default(),
             presence_ttl: crate::presence::PRESENCE_TTL,
             presence_sweep: crate::presence::SWEEP_EVERY,
+            history_retention: None,
+            history_expire_every: crate::retention::EXPIRE_EVERY,
         }
     }
 }
@@ -162,6 +169,9 @@ impl Chat {
         chat.spawn_background(presence_offline(chat.clone()));
         push::spawn(&chat, options.push);
         crate::presence::spawn(&chat, options.presence_ttl, options.presence_sweep);
+        if let Some(keep) = options.history_retention {
+            crate::retention::spawn(&chat, keep, options.history_expire_every);
+        }
         Ok(chat)
     }
 

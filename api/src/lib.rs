@@ -53,6 +53,7 @@ pub mod presence;
 pub mod push;
 pub mod query;
 pub mod ratelimit;
+pub mod retention;
 pub mod service;
 pub mod store;
 pub mod token;

@@ -35,6 +35,16 @@ pub fn epoch(txn: &ReadTransaction) -> Result<u64, StoreError> {
         .unwrap_or(0))
 }
 
+/// The highest log index whose conversation events retention removed (0:
+/// none).
+pub fn history_floor(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    let meta = table(txn, store::META)?;
+    Ok(meta
+        .get(store::HISTORY_FLOOR_KEY)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0))
+}
+
 /// The conversations of `user` in this store, with the seq that removed the
 /// user from each (0 while a member).
 pub fn user_conversations(s: &Store, user: &str) -> Result<Vec<(String, u64)>, StoreError> {

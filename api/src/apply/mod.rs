@@ -31,6 +31,7 @@ mod conversations;
 mod messages;
 mod push;
 mod receipts;
+mod retention;
 mod tables;
 mod users;
 
@@ -139,6 +140,7 @@ fn apply_command(
         Op::AdvancePushCursor(c) => push::advance(t, ctx, c),
         Op::DeadLetterPush(c) => push::dead_letter(t, ctx, c),
         Op::ResolveDeadLetter(c) => push::resolve(t, ctx, c),
+        Op::ExpireHistory(c) => retention::expire(t, ctx, c),
     }
 }
 

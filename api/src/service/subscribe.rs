@@ -51,6 +51,9 @@ const REPLAY_CHUNK: usize = 256;
 struct View {
     epoch: u64,
     applied: Vec<u64>,
+    /// Per partition: the highest log index whose events retention removed;
+    /// a token before it cannot be replayed without a gap.
+    floor: Vec<u64>,
     /// Per partition: the user's conversations and the seq that removed it
     /// from each (0 while a member).
     convs: Vec<Vec<(String, u64)>>,
@@ -60,6 +63,7 @@ fn read_view(stores: &[Arc<Store>], user: &str) -> Result<(View, Vec<String>), S
     let mut view = View {
         epoch: 0,
         applied: Vec::with_capacity(stores.len()),
+        floor: Vec::with_capacity(stores.len()),
         convs: Vec::with_capacity(stores.len()),
     };
     let mut active = Vec::new();
@@ -69,6 +73,7 @@ fn read_view(stores: &[Arc<Store>], user: &str) -> Result<(View, Vec<String>), S
             view.epoch = query::epoch(&txn)?;
         }
         view.applied.push(query::applied_index(&txn)?);
+        view.floor.push(query::history_floor(&txn)?);
         let convs = query::user_conversations_in(&txn, user)?;
         active.extend(convs.iter().filter(|c| c.1 == 0).map(|c| c.0.clone()));
         view.convs.push(convs);
@@ -172,10 +177,13 @@ async fn run(
         Some(t)
             if t.epoch != epoch
                 || t.indexes.len() != view.applied.len()
-                || t.indexes.iter().zip(&view.applied).any(|(a, b)| a > b) =>
+                || t.indexes.iter().zip(&view.applied).any(|(a, b)| a > b)
+                || t.indexes.iter().zip(&view.floor).any(|(a, f)| a < f) =>
         {
             let reason = if t.epoch != epoch {
                 "the history was replaced (another epoch)"
+            } else if t.indexes.iter().zip(&view.floor).any(|(a, f)| a < f) {
+                "history after the token was removed by retention"
             } else {
                 "the token is not from this cluster's history"
             };

@@ -96,6 +96,11 @@ pub const PUSH_CURSOR_KEY: &[u8] = b"push_cursor";
 /// means 0). A restore sets a new one so clients resync.
 pub const EPOCH_KEY: &[u8] = b"epoch";
 
+/// The highest log index whose conversation events retention removed (8
+/// bytes big-endian): a subscription resuming from before it has a gap and
+/// is told to resync.
+pub const HISTORY_FLOOR_KEY: &[u8] = b"history_floor";
+
 /// The longest an applied batch stays non-durable: bounds how much of the
 /// log a restart applies again.
 pub const DURABLE_EVERY: Duration = Duration::from_secs(1);
