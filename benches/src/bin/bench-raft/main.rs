@@ -198,7 +198,7 @@ fn main() -> Result<()> {
     }
     let binary = match &args.missive {
         Some(path) => path.clone(),
-        None => missive::build_binary()?,
+        None => missive_benches::binary::build_missive()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

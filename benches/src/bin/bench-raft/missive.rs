@@ -16,7 +16,6 @@ use missive_proto::v1 as pb;
 use missive_proto::v1::raft_internal_client::RaftInternalClient;
 use missive_raft::partition::partition_of;
 use missive_raft::{ClusterSecret, Reply, kv};
-use serde_json::Value;
 use tokio::time::{Instant, sleep};
 use tonic::transport::{Channel, Endpoint};
 
@@ -40,44 +39,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The environment variable the `missive` commands read the cluster secret
 /// from (kept off their command lines).
 const SECRET_ENV: &str = "MISSIVE_CLUSTER_SECRET";
-
-/// Builds the workspace's `missive` binary (release) and returns its path,
-/// from cargo's own report of the artifact, so a custom target directory is
-/// found too.
-pub(crate) fn build_binary() -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("the benches crate has a parent directory")?;
-    eprintln!("building the missive binary (cargo build --release --bin missive)");
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "missive",
-            "--message-format=json-render-diagnostics",
-        ])
-        .current_dir(workspace)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running cargo build")?;
-    if !out.status.success() {
-        bail!("cargo build --release --bin missive failed: {}", out.status);
-    }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(msg) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        if msg["reason"] == "compiler-artifact"
-            && msg["target"]["name"] == "missive"
-            && let Some(exe) = msg["executable"].as_str()
-        {
-            return Ok(PathBuf::from(exe));
-        }
-    }
-    bail!("cargo build did not report the missive executable")
-}
 
 /// One node process.
 #[derive(Debug)]
