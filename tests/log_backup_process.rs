@@ -14,114 +14,18 @@
 //!   deleted for everyone absent; an offline backup of the stopped node
 //!   audits clean, and one of a running node is refused.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use missive_log::{Log, Options, Record};
 use missive_proto::v1 as pb;
-use missive_proto::v1::chat_service_client::ChatServiceClient;
 use serde_json::Value;
-use tonic::transport::Endpoint;
 
-const BIN: &str = env!("CARGO_BIN_EXE_missive");
+mod support;
 
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
-
-struct Serve {
-    child: Child,
-    grpc: String,
-}
-
-impl Serve {
-    fn start(data: &Path) -> Serve {
-        let (grpc, http, internal) = (free_addr(), free_addr(), free_addr());
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--grpc", &grpc, "--http", &http, "--internal", &internal])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn missive serve");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(&grpc).is_err() {
-            assert!(Instant::now() < deadline, "ChatService never listened");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Serve { child, grpc }
-    }
-
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "missive serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn missive(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run missive")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-type Client = ChatServiceClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
->;
-
-async fn client(grpc: &str, user: &str) -> Client {
-    let channel = Endpoint::from_shared(format!("http://{grpc}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to ChatService");
-    let out = missive(&["token", "--user", user]);
-    assert!(out.status.success());
-    let token = String::from_utf8(out.stdout).expect("utf-8");
-    let value = format!("Bearer {}", token.trim()).parse().expect("ascii");
-    ChatServiceClient::with_interceptor(channel, Bearer(value))
-}
-
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
+use support::{Client, Serve, client, missive, path, text};
 
 async fn send(c: &mut Client, conv: &str, id: &str, body: &str) -> u64 {
     c.send(pb::SendRequest {
@@ -283,7 +187,7 @@ async fn an_online_backup_under_write_load_holds_every_acknowledged_message_and_
             "{text}"
         );
     }
-    serve.stop();
+    let _ = serve.stop();
 }
 
 /// A data directory with one partition whose log has small segments.
@@ -438,7 +342,7 @@ async fn an_export_lists_the_conversation_with_the_deleted_body_absent() {
     let refused = missive(&["log", "backup", "--data", path(&data), "--to", path(&to)]);
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(text(&refused).contains("--node"), "{}", text(&refused));
-    serve.stop();
+    let _ = serve.stop();
 
     let (lines, raw) = export(&data, "--conversation", &conv);
     let types: Vec<&str> = lines

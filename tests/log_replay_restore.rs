@@ -9,133 +9,16 @@
 //!   history up to N and nothing after, and takes new messages after it;
 //! - `diff` names a row planted in one store, with its table and key.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use missive_api::store::{self, Store};
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_command::Op;
-use missive_proto::v1::chat_service_client::ChatServiceClient;
 use prost::Message;
-use tonic::transport::Endpoint;
 
-const BIN: &str = env!("CARGO_BIN_EXE_missive");
+mod support;
 
-fn missive(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("the missive binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
-
-struct Serve {
-    child: Child,
-    grpc: String,
-    http: String,
-}
-
-impl Serve {
-    fn start(data: &Path, internal: &str) -> Serve {
-        let (grpc, http) = (free_addr(), free_addr());
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--partitions", "2"])
-            .args(["--grpc", &grpc, "--http", &http, "--internal", internal])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn missive serve");
-        let mut s = Serve { child, grpc, http };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while s.healthz() != Some(200) {
-            if let Some(st) = s.child.try_wait().expect("wait") {
-                panic!("missive serve exited: {st}");
-            }
-            assert!(Instant::now() < deadline, "/healthz never answered 200");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s
-    }
-
-    fn healthz(&self) -> Option<u16> {
-        let mut c = TcpStream::connect(&self.http).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut out = String::new();
-        c.read_to_string(&mut out).ok()?;
-        out.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                assert!(st.success(), "missive serve exited with {st}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "missive serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-type Client = ChatServiceClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
->;
-
-async fn client(grpc: &str, user: &str) -> Client {
-    let out = missive(&["token", "--user", user]);
-    assert!(out.status.success(), "{}", text(&out));
-    let token = String::from_utf8(out.stdout).expect("utf-8");
-    let channel = Endpoint::from_shared(format!("http://{grpc}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to ChatService");
-    let value = format!("Bearer {}", token.trim()).parse().expect("ascii");
-    ChatServiceClient::with_interceptor(channel, Bearer(value))
-}
+use support::{Client, Serve, client, free_addr, missive, path, text};
 
 async fn send(c: &mut Client, conv: &str, id: &str) -> u64 {
     c.send(pb::SendRequest {
@@ -196,15 +79,11 @@ fn index_of_send(data: &Path, client_msg_id: &str) -> (u32, u64) {
     panic!("no send {client_msg_id} in the log");
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let serve = Serve::start(&data, &free_addr());
+    let serve = Serve::start_with(&data, &free_addr(), &["--partitions", "2"]);
     let mut alice = client(&serve.grpc, "alice").await;
     let conv = alice
         .create_direct(pb::CreateDirectRequest { peer: "bob".into() })
@@ -217,7 +96,8 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
         seqs.push(send(&mut alice, &conv, &format!("m{k}")).await);
     }
     drop(alice);
-    serve.stop();
+    let (ok, out) = serve.stop();
+    assert!(ok, "missive serve exited with an error:\n{out}");
 
     let backup = dir.path().join("backup");
     let out = missive(&[
@@ -326,7 +206,7 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
     assert!(text(&out).contains("only in --against"), "{}", text(&out));
 
     // The restored directory serves the history up to m3, and goes on.
-    let serve = Serve::start(&restored, &internal);
+    let serve = Serve::start_with(&restored, &internal, &["--partitions", "2"]);
     let mut bob = client(&serve.grpc, "bob").await;
     // History pages come newest first.
     assert_eq!(
@@ -341,7 +221,8 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
     );
     assert_eq!(history(&mut bob, &conv).await.len(), 4);
     drop(bob);
-    serve.stop();
+    let (ok, out) = serve.stop();
+    assert!(ok, "missive serve exited with an error:\n{out}");
     let log = restored.join("partitions").join("0").join("log");
     let out = missive(&["log", "verify", path(&log)]);
     assert!(out.status.success(), "{}", text(&out));

@@ -7,148 +7,24 @@
 //! serves ChatService, HTTPS and `wss://` over TLS only.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_service_client::ChatServiceClient;
 use tonic::transport::Endpoint;
 
-const BIN: &str = env!("CARGO_BIN_EXE_missive");
+mod support;
 
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
-}
-
-struct Serve {
-    child: Child,
-    grpc: String,
-    http: String,
-}
+use support::{BIN, Bearer, Serve, client, token};
 
 impl Serve {
-    fn start(data: &Path) -> Serve {
-        let s = Serve::spawn(data, &[]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while s.healthz() != Some(200) {
-            assert!(Instant::now() < deadline, "/healthz never answered 200");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s
-    }
-
-    /// `missive serve` with `extra` arguments, not waited for.
-    fn spawn(data: &Path, extra: &[&str]) -> Serve {
-        let (grpc, http, internal) = (free_addr(), free_addr(), free_addr());
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--grpc", &grpc, "--http", &http, "--internal", &internal])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn missive serve");
-        Serve { child, grpc, http }
-    }
-
-    /// The status `/healthz` answers, if the gateway answers at all.
-    fn healthz(&self) -> Option<u16> {
-        self.get("/healthz")?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    }
-
-    /// The whole HTTP/1.1 response to `GET path`, if the gateway answers.
-    fn get(&self, path: &str) -> Option<String> {
-        let mut c = TcpStream::connect(&self.http).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            c,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        c.read_to_string(&mut out).ok()?;
-        Some(out)
-    }
-
-    /// `/metrics`, each series' values summed over its labels.
     fn metrics(&self) -> Metrics {
         let body = self.get("/metrics").expect("/metrics answers");
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         Metrics(body)
-    }
-
-    /// SIGTERM, then the exit status and what it printed.
-    fn stop(mut self) -> (bool, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                let mut out = String::new();
-                if let Some(mut o) = self.child.stdout.take() {
-                    let _ = o.read_to_string(&mut out);
-                }
-                return (st.success(), out);
-            }
-            assert!(Instant::now() < deadline, "missive serve did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn token(user: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "--user", user])
-        .output()
-        .expect("missive token");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
-}
-
-async fn client(
-    grpc: &str,
-    user: &str,
-) -> ChatServiceClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
-> {
-    let channel = Endpoint::from_shared(format!("http://{grpc}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to ChatService");
-    let value = format!("Bearer {}", token(user)).parse().expect("ascii");
-    ChatServiceClient::with_interceptor(channel, Bearer(value))
-}
-
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
     }
 }
 
