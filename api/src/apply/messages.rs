@@ -5,7 +5,7 @@ use missive_proto::v1 as pb;
 use missive_proto::v1::chat_event::Kind;
 use missive_proto::v1::{ConversationKind, Role};
 
-use super::tables::{Tables, get, put};
+use super::tables::Tables;
 use super::{Applied, Ctx, Outcome, append_event, event_reply, unchanged};
 use crate::error::Rejected;
 use crate::limits::{MAX_CLIENT_MSG_ID_BYTES, MAX_EMOJI_BYTES};
@@ -46,7 +46,7 @@ pub(super) fn send(
         Err(r) => return Ok(Err(r)),
     };
     let sent_key = keys::triple(conv, ctx.actor, &c.client_msg_id);
-    if let Some(earlier) = get::<pb::SentRecord>(&t.sent, "sent", &sent_key)? {
+    if let Some(earlier) = t.sent.get::<pb::SentRecord>(&sent_key)? {
         // A retry: the original seq, and nothing stored.
         return Ok(Ok(Applied {
             reply: pb::ChatReply {
@@ -84,8 +84,7 @@ pub(super) fn send(
             edit_seqs: Vec::new(),
         },
     )?;
-    put(
-        &mut t.sent,
+    t.sent.put(
         &sent_key,
         &pb::SentRecord {
             seq: event.seq,
@@ -93,8 +92,7 @@ pub(super) fn send(
         },
     )?;
     // The push notifier's feed, in log order; the cursor's advance removes it.
-    put(
-        &mut t.push_queue,
+    t.push_queue.put(
         &ctx.index.to_be_bytes(),
         &pb::PushQueueEntry {
             conversation_id: conv.to_owned(),

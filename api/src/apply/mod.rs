@@ -253,10 +253,8 @@ impl StateMachine for ChatStateMachine {
                     body: reply.encode_to_vec(),
                 });
             }
+            t.meta.insert(store::APPLIED_KEY, &after.encode())?;
         }
-        Tables::open(&txn)?
-            .meta
-            .insert(store::APPLIED_KEY, after.encode().as_slice())?;
         store.commit(txn)?;
         if !published.is_empty() {
             self.hub.publish(self.partition, published);

@@ -2,11 +2,12 @@
 //! its dead letters. Only the node itself proposes these commands (the
 //! notifier and the operators' ChatAdmin calls); no client call builds them.
 
+use std::ops::{Bound, ControlFlow};
+
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_event::Kind;
-use redb::ReadableTable;
 
-use super::tables::{Tables, put};
+use super::tables::Tables;
 use super::{Applied, Ctx, Outcome, unchanged};
 use crate::error::Rejected;
 use crate::store::{self, StoreError, keys};
@@ -16,25 +17,25 @@ pub(super) fn advance(
     ctx: &Ctx<'_>,
     c: &pb::AdvancePushCursor,
 ) -> Result<Outcome, StoreError> {
-    let current = t
-        .meta
-        .get(store::PUSH_CURSOR_KEY)?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0);
+    let current = t.meta.get_u64(store::PUSH_CURSOR_KEY)?.unwrap_or(0);
     if c.up_to <= current {
         return Ok(unchanged("", ctx));
     }
     // Settled: leave the queue, in order, up to the new cursor.
-    let settled: Vec<Vec<u8>> = t
-        .push_queue
-        .range(..=c.up_to.to_be_bytes().as_slice())?
-        .map(|r| r.map(|(k, _)| k.value().to_vec()))
-        .collect::<Result<_, _>>()?;
+    let mut settled = Vec::new();
+    t.push_queue.scan(
+        Bound::Unbounded,
+        Bound::Included(&c.up_to.to_be_bytes()),
+        |k, _| {
+            settled.push(k.to_vec());
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
     for k in settled {
-        t.push_queue.remove(k.as_slice())?;
+        t.push_queue.remove(&k)?;
     }
     t.meta
-        .insert(store::PUSH_CURSOR_KEY, c.up_to.to_be_bytes().as_slice())?;
+        .insert(store::PUSH_CURSOR_KEY, &c.up_to.to_be_bytes())?;
     Ok(unchanged("", ctx))
 }
 
@@ -46,8 +47,7 @@ pub(super) fn dead_letter(
     let Some(letter) = &c.letter else {
         return Ok(Err(Rejected::invalid("no dead letter")));
     };
-    put(
-        &mut t.dead_letters,
+    t.dead_letters.put(
         &keys::dead_letter(letter.index, &letter.user, &letter.device),
         letter,
     )?;

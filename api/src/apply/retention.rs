@@ -15,26 +15,26 @@
 //! recognised), and the log itself until log retention deletes its
 //! segments (docs/backup-and-audit.md).
 
+use std::ops::{Bound, ControlFlow};
+
 use missive_proto::v1 as pb;
 use prost::Message;
-use redb::ReadableTable;
 
-use super::tables::Tables;
+use super::tables::{Tab, Tables};
 use super::{Ctx, Outcome, unchanged};
 use crate::store::{self, StoreError, keys};
-
-type T<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
 pub(super) fn expire(
     t: &mut Tables<'_>,
     ctx: &Ctx<'_>,
     c: &pb::ExpireHistory,
 ) -> Result<Outcome, StoreError> {
-    let convs: Vec<String> = t
-        .conversations
-        .iter()?
-        .map(|r| r.map(|(k, _)| String::from_utf8_lossy(k.value()).into_owned()))
-        .collect::<Result<_, _>>()?;
+    let mut convs = Vec::new();
+    t.conversations
+        .scan(Bound::Unbounded, Bound::Unbounded, |k, _| {
+            convs.push(String::from_utf8_lossy(k).into_owned());
+            Ok(ControlFlow::Continue(()))
+        })?;
     let mut floor = 0u64;
     for conv in &convs {
         expire_rows(
@@ -57,14 +57,10 @@ pub(super) fn expire(
         )?;
         floor = floor.max(removed_up_to);
     }
-    let current = t
-        .meta
-        .get(store::HISTORY_FLOOR_KEY)?
-        .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0);
+    let current = t.meta.get_u64(store::HISTORY_FLOOR_KEY)?.unwrap_or(0);
     if floor > current {
         t.meta
-            .insert(store::HISTORY_FLOOR_KEY, floor.to_be_bytes().as_slice())?;
+            .insert(store::HISTORY_FLOOR_KEY, &floor.to_be_bytes())?;
     }
     Ok(unchanged("", ctx))
 }
@@ -74,27 +70,25 @@ pub(super) fn expire(
 /// or not known). A row that does not decode stops the walk: it is left for
 /// the tools that report damage rather than removed blindly.
 fn expire_rows(
-    table: &mut T<'_>,
+    table: &mut Tab<'_>,
     conv: &str,
     stamp: impl Fn(&[u8]) -> Option<(u64, u64)>,
     before_ms: u64,
 ) -> Result<u64, StoreError> {
-    let start = keys::seq(conv, 0);
-    let end = keys::prefix_end(&keys::prefix(conv));
     let mut doomed = Vec::new();
     let mut highest = 0;
-    for row in table.range(start.as_slice()..end.as_slice())? {
-        let (k, v) = row?;
-        match stamp(v.value()) {
+    table.scan_prefix(&keys::prefix(conv), |k, v| {
+        Ok(match stamp(v) {
             Some((ms, index)) if ms < before_ms => {
-                doomed.push(k.value().to_vec());
+                doomed.push(k.to_vec());
                 highest = highest.max(index);
+                ControlFlow::Continue(())
             }
-            _ => break,
-        }
-    }
+            _ => ControlFlow::Break(()),
+        })
+    })?;
     for k in doomed {
-        table.remove(k.as_slice())?;
+        table.remove(&k)?;
     }
     Ok(highest)
 }

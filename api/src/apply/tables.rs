@@ -1,5 +1,7 @@
 //! [`Tables`]: the projection tables open in one write transaction, with
-//! typed reads and writes of their records.
+//! typed reads and writes of their records ([`Tab`]).
+
+use std::ops::{Bound, ControlFlow};
 
 use missive_proto::v1 as pb;
 use prost::Message;
@@ -7,48 +9,129 @@ use redb::{ReadableTable, WriteTransaction};
 
 use crate::store::{self, StoreError, keys};
 
-type T<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+/// One table of a write transaction.
+pub struct Tab<'t> {
+    /// The table's name, for errors.
+    name: &'static str,
+    table: redb::Table<'t, &'static [u8], &'static [u8]>,
+}
+
+impl Tab<'_> {
+    /// The record at `key`.
+    pub fn get<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, StoreError> {
+        store::get(&self.table, self.name, key)
+    }
+
+    /// The 8-byte big-endian number at `key`, if there is one.
+    pub fn get_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .table
+            .get(key)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    /// Writes `value` at `key`.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.table.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Writes the record `r` at `key`.
+    pub fn put(&mut self, key: &[u8], r: &impl Message) -> Result<(), StoreError> {
+        self.insert(key, &r.encode_to_vec())
+    }
+
+    /// Removes the row at `key`, if any.
+    pub fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.table.remove(key)?;
+        Ok(())
+    }
+
+    /// Calls `f` with the rows whose keys are in `(from, to)`, in key order,
+    /// until it breaks.
+    pub fn scan(
+        &self,
+        from: Bound<&[u8]>,
+        to: Bound<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
+    ) -> Result<(), StoreError> {
+        for row in self.table.range::<&[u8]>((from, to))? {
+            let (k, v) = row?;
+            if f(k.value(), v.value())?.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows whose keys start with `prefix`.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let end = keys::prefix_end(prefix);
+        self.scan(Bound::Included(prefix), Bound::Excluded(&end), f)
+    }
+
+    /// How many keys start with `prefix`.
+    pub fn count_prefix(&self, prefix: &[u8]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        self.scan_prefix(prefix, |_, _| {
+            n += 1;
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(n)
+    }
+}
 
 /// Every table, open in one transaction.
 pub struct Tables<'t> {
-    pub conversations: T<'t>,
-    pub members: T<'t>,
-    pub user_conversations: T<'t>,
-    pub messages: T<'t>,
-    pub events: T<'t>,
-    pub sent: T<'t>,
-    pub presence: T<'t>,
-    pub device_keys: T<'t>,
-    pub one_time_keys: T<'t>,
-    pub push_targets: T<'t>,
-    pub push_queue: T<'t>,
-    pub dead_letters: T<'t>,
-    pub meta: T<'t>,
-    pub presence_sessions: T<'t>,
+    pub meta: Tab<'t>,
+    pub conversations: Tab<'t>,
+    pub members: Tab<'t>,
+    pub user_conversations: Tab<'t>,
+    pub messages: Tab<'t>,
+    pub events: Tab<'t>,
+    pub sent: Tab<'t>,
+    pub presence: Tab<'t>,
+    pub device_keys: Tab<'t>,
+    pub one_time_keys: Tab<'t>,
+    pub push_targets: Tab<'t>,
+    pub push_queue: Tab<'t>,
+    pub dead_letters: Tab<'t>,
+    pub presence_sessions: Tab<'t>,
 }
 
 impl<'t> Tables<'t> {
+    /// The tables of `txn`.
     pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        let tab = |name: &'static str, def: store::Table| -> Result<Tab<'t>, StoreError> {
+            Ok(Tab {
+                name,
+                table: txn.open_table(def)?,
+            })
+        };
         Ok(Tables {
-            conversations: txn.open_table(store::CONVERSATIONS)?,
-            members: txn.open_table(store::MEMBERS)?,
-            user_conversations: txn.open_table(store::USER_CONVERSATIONS)?,
-            messages: txn.open_table(store::MESSAGES)?,
-            events: txn.open_table(store::EVENTS)?,
-            sent: txn.open_table(store::SENT)?,
-            presence: txn.open_table(store::PRESENCE)?,
-            device_keys: txn.open_table(store::DEVICE_KEYS)?,
-            one_time_keys: txn.open_table(store::ONE_TIME_KEYS)?,
-            push_targets: txn.open_table(store::PUSH_TARGETS)?,
-            push_queue: txn.open_table(store::PUSH_QUEUE)?,
-            dead_letters: txn.open_table(store::DEAD_LETTERS)?,
-            meta: txn.open_table(store::META)?,
-            presence_sessions: txn.open_table(store::PRESENCE_SESSIONS)?,
+            meta: tab("meta", store::META)?,
+            conversations: tab("conversations", store::CONVERSATIONS)?,
+            members: tab("members", store::MEMBERS)?,
+            user_conversations: tab("user_conversations", store::USER_CONVERSATIONS)?,
+            messages: tab("messages", store::MESSAGES)?,
+            events: tab("events", store::EVENTS)?,
+            sent: tab("sent", store::SENT)?,
+            presence: tab("presence", store::PRESENCE)?,
+            device_keys: tab("device_keys", store::DEVICE_KEYS)?,
+            one_time_keys: tab("one_time_keys", store::ONE_TIME_KEYS)?,
+            push_targets: tab("push_targets", store::PUSH_TARGETS)?,
+            push_queue: tab("push_queue", store::PUSH_QUEUE)?,
+            dead_letters: tab("dead_letters", store::DEAD_LETTERS)?,
+            presence_sessions: tab("presence_sessions", store::PRESENCE_SESSIONS)?,
         })
     }
 
     pub fn conversation(&self, id: &str) -> Result<Option<pb::ConversationRecord>, StoreError> {
-        store::get(&self.conversations, "conversations", id.as_bytes())
+        self.conversations.get(id.as_bytes())
     }
 
     pub fn put_conversation(
@@ -56,11 +139,11 @@ impl<'t> Tables<'t> {
         id: &str,
         r: &pb::ConversationRecord,
     ) -> Result<(), StoreError> {
-        put(&mut self.conversations, id.as_bytes(), r)
+        self.conversations.put(id.as_bytes(), r)
     }
 
     pub fn member(&self, conv: &str, user: &str) -> Result<Option<pb::MemberRecord>, StoreError> {
-        store::get(&self.members, "members", &keys::pair(conv, user))
+        self.members.get(&keys::pair(conv, user))
     }
 
     /// The user's membership if it is a member now.
@@ -78,17 +161,14 @@ impl<'t> Tables<'t> {
         user: &str,
         r: &pb::MemberRecord,
     ) -> Result<(), StoreError> {
-        put(&mut self.members, &keys::pair(conv, user), r)?;
+        self.members.put(&keys::pair(conv, user), r)?;
         // The reverse index: the seq that removed the user, or 0.
-        self.user_conversations.insert(
-            keys::pair(user, conv).as_slice(),
-            r.left_seq.to_be_bytes().as_slice(),
-        )?;
-        Ok(())
+        self.user_conversations
+            .insert(&keys::pair(user, conv), &r.left_seq.to_be_bytes())
     }
 
     pub fn message(&self, conv: &str, seq: u64) -> Result<Option<pb::MessageRecord>, StoreError> {
-        store::get(&self.messages, "messages", &keys::seq(conv, seq))
+        self.messages.get(&keys::seq(conv, seq))
     }
 
     pub fn put_message(
@@ -97,11 +177,11 @@ impl<'t> Tables<'t> {
         seq: u64,
         r: &pb::MessageRecord,
     ) -> Result<(), StoreError> {
-        put(&mut self.messages, &keys::seq(conv, seq), r)
+        self.messages.put(&keys::seq(conv, seq), r)
     }
 
     pub fn event(&self, conv: &str, seq: u64) -> Result<Option<pb::StoredEvent>, StoreError> {
-        store::get(&self.events, "events", &keys::seq(conv, seq))
+        self.events.get(&keys::seq(conv, seq))
     }
 
     pub fn put_event(
@@ -110,32 +190,6 @@ impl<'t> Tables<'t> {
         seq: u64,
         r: &pb::StoredEvent,
     ) -> Result<(), StoreError> {
-        put(&mut self.events, &keys::seq(conv, seq), r)
+        self.events.put(&keys::seq(conv, seq), r)
     }
-}
-
-/// Writes `r` at `key` of `t`.
-pub fn put(t: &mut T<'_>, key: &[u8], r: &impl Message) -> Result<(), StoreError> {
-    t.insert(key, r.encode_to_vec().as_slice())?;
-    Ok(())
-}
-
-/// Reads the record at `key` of `t` (named `name` in errors).
-pub fn get<M: Message + Default>(
-    t: &T<'_>,
-    name: &'static str,
-    key: &[u8],
-) -> Result<Option<M>, StoreError> {
-    store::get(t, name, key)
-}
-
-/// How many keys of `t` start with `prefix`.
-pub fn count_prefix(t: &T<'_>, prefix: &[u8]) -> Result<u64, StoreError> {
-    let end = keys::prefix_end(prefix);
-    let mut n = 0;
-    for row in t.range(prefix..end.as_slice())? {
-        row?;
-        n += 1;
-    }
-    Ok(n)
 }

@@ -1,11 +1,9 @@
 //! A user's own state, in the user's partition: presence transitions, the
 //! key directory for end-to-end encryption, push targets.
 
-use missive_proto::v1 as pb;
-use missive_proto::v1::chat_event::Kind;
-use redb::ReadableTable;
+use std::ops::ControlFlow;
 
-use super::tables::{Tables, count_prefix, get, put};
+use super::tables::Tables;
 use super::{Applied, Ctx, Outcome, unchanged};
 use crate::error::Rejected;
 use crate::limits::{
@@ -13,6 +11,8 @@ use crate::limits::{
 };
 use crate::store::{StoreError, keys};
 use crate::validate;
+use missive_proto::v1 as pb;
+use missive_proto::v1::chat_event::Kind;
 
 pub(super) fn presence(
     t: &mut Tables<'_>,
@@ -22,14 +22,14 @@ pub(super) fn presence(
     let session = keys::pair(ctx.actor, &c.node.to_string());
     if c.online {
         t.presence_sessions
-            .insert(session.as_slice(), ctx.now_ms.to_be_bytes().as_slice())?;
+            .insert(&session, &ctx.now_ms.to_be_bytes())?;
     } else {
-        t.presence_sessions.remove(session.as_slice())?;
+        t.presence_sessions.remove(&session)?;
     }
     // Online while any node holds a session.
-    let online = count_prefix(&t.presence_sessions, &keys::prefix(ctx.actor))? > 0;
+    let online = t.presence_sessions.count_prefix(&keys::prefix(ctx.actor))? > 0;
     let key = ctx.actor.as_bytes();
-    let old: pb::PresenceRecord = get(&t.presence, "presence", key)?.unwrap_or_default();
+    let old: pb::PresenceRecord = t.presence.get(key)?.unwrap_or_default();
     if old.online == online && old.last_seen_ms != 0 {
         return Ok(unchanged("", ctx));
     }
@@ -38,7 +38,7 @@ pub(super) fn presence(
         online,
         last_seen_ms: ctx.now_ms,
     };
-    put(&mut t.presence, key, &record)?;
+    t.presence.put(key, &record)?;
     Ok(Ok(Applied {
         reply: pb::ChatReply {
             timestamp_ms: ctx.now_ms,
@@ -80,9 +80,9 @@ pub(super) fn publish_keys(
         }
     }
     let device_key = keys::pair(ctx.actor, ctx.device);
-    let existing: Option<pb::DeviceKeysRecord> = get(&t.device_keys, "device_keys", &device_key)?;
+    let existing: Option<pb::DeviceKeysRecord> = t.device_keys.get(&device_key)?;
     if existing.is_none() {
-        let devices = count_prefix(&t.device_keys, &keys::prefix(ctx.actor))?;
+        let devices = t.device_keys.count_prefix(&keys::prefix(ctx.actor))?;
         if devices as usize >= MAX_DEVICES_PER_USER {
             return Ok(Err(Rejected::exhausted(format!(
                 "a user has at most {MAX_DEVICES_PER_USER} devices with keys"
@@ -90,7 +90,7 @@ pub(super) fn publish_keys(
         }
     }
     let pool = keys::prefix2(ctx.actor, ctx.device);
-    let held = count_prefix(&t.one_time_keys, &pool)?;
+    let held = t.one_time_keys.count_prefix(&pool)?;
     if held + c.one_time_keys.len() as u64 > MAX_ONE_TIME_KEYS_PER_DEVICE {
         return Ok(Err(Rejected::exhausted(format!(
             "a device holds at most {MAX_ONE_TIME_KEYS_PER_DEVICE} one-time keys"
@@ -106,11 +106,11 @@ pub(super) fn publish_keys(
             .clone()
             .or_else(|| existing.and_then(|e| e.last_resort_key)),
     };
-    put(&mut t.device_keys, &device_key, &record)?;
+    t.device_keys.put(&device_key, &record)?;
     for k in &c.one_time_keys {
         t.one_time_keys.insert(
-            keys::numbered(ctx.actor, ctx.device, k.key_id).as_slice(),
-            k.public_key.as_slice(),
+            &keys::numbered(ctx.actor, ctx.device, k.key_id),
+            &k.public_key,
         )?;
     }
     Ok(unchanged("", ctx))
@@ -124,34 +124,29 @@ pub(super) fn claim_keys(
     if let Err(r) = validate::id("user", &c.user) {
         return Ok(Err(r));
     }
-    let prefix = keys::prefix(&c.user);
-    let end = keys::prefix_end(&prefix);
     let mut devices = Vec::new();
-    for row in t.device_keys.range(prefix.as_slice()..end.as_slice())? {
-        let (k, v) = row?;
-        let device = String::from_utf8_lossy(keys::last_part(k.value())).into_owned();
-        let record: pb::DeviceKeysRecord =
-            crate::store::decode("device_keys", k.value(), v.value())?;
+    t.device_keys.scan_prefix(&keys::prefix(&c.user), |k, v| {
+        let device = String::from_utf8_lossy(keys::last_part(k)).into_owned();
+        let record: pb::DeviceKeysRecord = crate::store::decode("device_keys", k, v)?;
         devices.push((device, record));
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     if devices.is_empty() {
         return Ok(Err(Rejected::not_found("the user has published no keys")));
     }
     let mut bundles = Vec::with_capacity(devices.len());
     for (device, record) in devices {
-        let pool = keys::prefix2(&c.user, &device);
-        let pool_end = keys::prefix_end(&pool);
         // The lowest key id first; removing it in this transaction is what
         // makes a one-time key go to one claimer only.
-        let first = t
-            .one_time_keys
-            .range(pool.as_slice()..pool_end.as_slice())?
-            .next()
-            .transpose()?
-            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+        let mut first = None;
+        t.one_time_keys
+            .scan_prefix(&keys::prefix2(&c.user, &device), |k, v| {
+                first = Some((k.to_vec(), v.to_vec()));
+                Ok(ControlFlow::Break(()))
+            })?;
         let (one_time_key, last_resort) = match first {
             Some((k, public_key)) => {
-                t.one_time_keys.remove(k.as_slice())?;
+                t.one_time_keys.remove(&k)?;
                 (
                     Some(pb::OneTimeKey {
                         key_id: keys::seq_of(&k),
@@ -196,10 +191,9 @@ pub(super) fn set_push_target(
     }
     let key = keys::pair(ctx.actor, ctx.device);
     if c.url.is_empty() {
-        t.push_targets.remove(key.as_slice())?;
+        t.push_targets.remove(&key)?;
     } else {
-        put(
-            &mut t.push_targets,
+        t.push_targets.put(
             &key,
             &pb::PushTargetRecord {
                 url: c.url.clone(),

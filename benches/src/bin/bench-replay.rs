@@ -18,7 +18,12 @@
 //!   nothing (every CRC and the hash chain checked);
 //! - **replay**: `missive_api::offline::rebuild_partition` — what `missive
 //!   log replay` runs — at its default batch and at the node's apply batch,
-//!   one partition at a time and all partitions in parallel.
+//!   one partition at a time and all partitions in parallel;
+//! - **the store's limit**: the rows of the stores the first replay built,
+//!   read back and inserted in key order into a new redb file in one
+//!   transaction, made durable — what writing those projections costs
+//!   redb alone, with no log read and nothing applied. No replay into
+//!   redb can beat it.
 //!
 //! An event is one applied command. The last line of output is JSON.
 
@@ -29,6 +34,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use missive_api::ids::new_group_id;
 use missive_api::offline::{DEFAULT_BATCH, Progress, Source, StopAt, rebuild_partition};
+use missive_api::store::{Store, TABLES};
 use missive_benches::stats::median_of;
 use missive_log::fs::StdFs;
 use missive_log::verify::read_dir;
@@ -186,8 +192,34 @@ fn replay(source: &Source, scratch: &Path, parallel: bool, batch: usize) -> Resu
         pass.commands += c;
         pass.bytes += b;
     }
-    std::fs::remove_dir_all(scratch).ok();
     Ok(pass)
+}
+
+/// Seconds redb alone takes to write the projections rebuilt into
+/// `scratch` (one store per partition), and their rows: each store's rows,
+/// in key order, into a new file in one transaction, then a durable
+/// commit.
+fn store_limit(scratch: &Path, partitions: u32) -> Result<(f64, u64)> {
+    let mut secs = 0.0;
+    let mut count = 0u64;
+    for p in 0..partitions {
+        let rows = Store::open(&scratch.join(format!("p{p}.redb")))?.dump()?;
+        let path = scratch.join(format!("limit-{p}.redb"));
+        let t = Instant::now();
+        let db = redb::Database::create(&path)?;
+        let txn = db.begin_write()?;
+        for (n, table) in TABLES.iter().enumerate() {
+            let mut t = txn.open_table(*table)?;
+            for (_, k, v) in rows.iter().filter(|r| r.0 as usize == n) {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        drop(db);
+        secs += t.elapsed().as_secs_f64();
+        count += rows.len() as u64;
+    }
+    Ok((secs, count))
 }
 
 fn main() -> Result<()> {
@@ -240,6 +272,7 @@ fn main() -> Result<()> {
         ),
     ];
     let mut passes: Vec<Vec<Pass>> = vec![Vec::new(); variants.len()];
+    let mut limits = Vec::new();
     let mut log_bytes = 0u64;
     for run in 0..RUNS {
         let t = Instant::now();
@@ -258,7 +291,12 @@ fn main() -> Result<()> {
         }
         scans.push((t.elapsed().as_secs_f64(), records));
         for (k, (name, parallel, batch)) in variants.iter().enumerate() {
-            let pass = replay(&source, &dir.path().join("out"), *parallel, *batch)?;
+            let out = dir.path().join("out");
+            let pass = replay(&source, &out, *parallel, *batch)?;
+            if k == 0 {
+                limits.push(store_limit(&out, PARTITIONS)?);
+            }
+            std::fs::remove_dir_all(&out).ok();
             eprintln!(
                 "  run {}/{RUNS}: {name}: {:.0} events/s",
                 run + 1,
@@ -296,6 +334,16 @@ fn main() -> Result<()> {
         records as f64 / scan_secs,
         mb / scan_secs
     );
+    let limit_secs = median_of(&limits, |l| l.0);
+    let rows = limits.first().map_or(0, |l| l.1);
+    let events = passes[0].first().map_or(0, |p| p.commands);
+    println!(
+        "{:<50} {:>10.3} {:>12.0} {:>10}",
+        format!("the store's limit: {rows} rows into redb"),
+        limit_secs,
+        events as f64 / limit_secs,
+        "-"
+    );
     let mut json_variants = Vec::new();
     for ((name, parallel, batch), ps) in variants.iter().zip(&passes) {
         let secs = median_of(ps, |p| p.secs);
@@ -324,6 +372,7 @@ fn main() -> Result<()> {
             "filesystem": filesystem,
             "raw_read": { "secs": raw_secs, "mb_per_s": mb / raw_secs },
             "scan": { "secs": scan_secs, "records_per_s": records as f64 / scan_secs, "mb_per_s": mb / scan_secs },
+            "store_limit": { "secs": limit_secs, "rows": rows, "events_per_s": events as f64 / limit_secs },
             "replay": json_variants,
         })
     );
