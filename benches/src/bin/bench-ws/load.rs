@@ -108,6 +108,10 @@ pub(crate) struct Fleet {
     recorder: Arc<Recorder>,
     readers: Vec<JoinHandle<()>>,
     clock: Clock,
+    /// Steps run so far: part of every `client_msg_id`, so that no step
+    /// repeats an id of an earlier one (the node would answer it as a
+    /// retry, storing and delivering nothing).
+    steps: u64,
 }
 
 impl Drop for Fleet {
@@ -155,6 +159,7 @@ impl Fleet {
             recorder,
             readers,
             clock,
+            steps: 0,
         }
     }
 
@@ -178,10 +183,18 @@ impl Fleet {
         let total = ((warmup + window).as_secs_f64() * rate) as u64;
         let frames = Arc::new(self.frames.clone());
         let mut tasks = JoinSet::new();
+        let plan = Schedule {
+            step: self.steps,
+            users: n,
+            rate,
+            total,
+            t0,
+            clock: self.clock,
+        };
+        self.steps += 1;
         for (k, sinks) in std::mem::take(&mut self.sinks).into_iter().enumerate() {
             let frames = frames.clone();
-            let clock = self.clock;
-            tasks.spawn(async move { send(k, sinks, frames, n, rate, total, t0, clock).await });
+            tasks.spawn(async move { send(k, sinks, frames, plan).await });
         }
         let mut lags_us = Vec::new();
         let mut send_failures = 0u64;
@@ -300,20 +313,37 @@ impl StepRun {
     }
 }
 
-/// Sender task `k`: messages `k, k + SENDERS, …` below `total`, each at its
-/// scheduled time, from user `i mod n`. Gives back its sinks, the lag of
-/// each send behind its schedule, and the failed sends.
-#[allow(clippy::too_many_arguments)]
-async fn send(
-    k: usize,
-    mut sinks: Vec<SplitSink<Ws, Message>>,
-    frames: Arc<Vec<(String, String)>>,
-    n: usize,
+/// What the senders of one step send.
+#[derive(Clone, Copy)]
+struct Schedule {
+    /// The step's number.
+    step: u64,
+    /// Users in the fleet.
+    users: usize,
+    /// Messages per second, `total` of them, the first at `t0`.
     rate: f64,
     total: u64,
     t0: Instant,
     clock: Clock,
+}
+
+/// Sender task `k`: messages `k, k + SENDERS, …` below `total`, each at its
+/// scheduled time, from user `i mod users`. Gives back its sinks, the lag
+/// of each send behind its schedule, and the failed sends.
+async fn send(
+    k: usize,
+    mut sinks: Vec<SplitSink<Ws, Message>>,
+    frames: Arc<Vec<(String, String)>>,
+    s: Schedule,
 ) -> (usize, Vec<SplitSink<Ws, Message>>, Vec<f64>, u64) {
+    let Schedule {
+        step,
+        users: n,
+        rate,
+        total,
+        t0,
+        clock,
+    } = s;
     let mut lags = Vec::with_capacity((total as usize / SENDERS) + 1);
     let mut failures = 0;
     let mut i = k as u64;
@@ -323,7 +353,7 @@ async fn send(
         let user = (i % n as u64) as usize;
         let (head, middle) = &frames[user];
         let frame = format!(
-            "{head}{i}{middle}{}:{user}\"}},\"client_msg_id\":\"m{i}\"}}",
+            "{head}{i}{middle}{}:{user}\"}},\"client_msg_id\":\"m{step}-{i}\"}}",
             clock.us(at)
         );
         let sink = &mut sinks[user / SENDERS];
