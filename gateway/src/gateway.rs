@@ -93,7 +93,12 @@ impl Gateway {
         limits: Limits,
         node_tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Gateway, Error> {
-        let nodes = Arc::new(Nodes::new(node_addrs, limits.call_timeout, node_tls)?);
+        let nodes = Arc::new(Nodes::new(
+            node_addrs,
+            limits.call_timeout,
+            limits.node_calls_in_flight,
+            node_tls,
+        )?);
         let (stop, _) = watch::channel(false);
         Ok(Gateway {
             inner: Arc::new(Inner {

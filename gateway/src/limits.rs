@@ -61,6 +61,13 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one ChatService call may take before it is answered `timeout`.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Unary calls open from the gateway towards its nodes at once, all
+/// connections together; a call waits up to `nodes::ADMIT_WAIT` for a turn
+/// and is otherwise answered `unavailable` (gateway/src/nodes.rs explains
+/// why). Below the nodes' bound on HTTP/2 streams reset before they were
+/// accepted (4,096).
+pub const NODE_CALLS_IN_FLIGHT: usize = 2048;
+
 /// How long writing a close frame may take before the socket is dropped
 /// (a consumer that does not read cannot receive it).
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -107,6 +114,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// See [`CALL_TIMEOUT`].
     pub call_timeout: Duration,
+    /// See [`NODE_CALLS_IN_FLIGHT`].
+    pub node_calls_in_flight: usize,
     /// See [`SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
 }
@@ -128,6 +137,7 @@ impl Default for Limits {
             ping_interval: PING_INTERVAL,
             header_read_timeout: HEADER_READ_TIMEOUT,
             call_timeout: CALL_TIMEOUT,
+            node_calls_in_flight: NODE_CALLS_IN_FLIGHT,
             shutdown_grace: SHUTDOWN_GRACE,
         }
     }

@@ -9,6 +9,18 @@
 //! each node at most once. Nodes answer every call (they forward writes to
 //! partition leaders), so any node will do.
 //!
+//! # Calls in flight
+//!
+//! At most `Limits::node_calls_in_flight` unary calls are open towards the
+//! nodes at once; a call waits up to [`ADMIT_WAIT`] for its turn and is otherwise
+//! answered UNAVAILABLE without reaching any node. An overloaded node
+//! answers slowly; without the bound, the gateway would keep opening calls
+//! that time out, and every timed-out call resets an HTTP/2 stream on the
+//! connection all users share, until the node closes the connection
+//! (HTTP/2's defence against reset floods) and every call and subscription
+//! on it fails at once. With it, the backlog waits here, bounded, and what
+//! cannot wait is refused early with an answer clients already retry.
+//!
 //! Retrying a write after UNAVAILABLE is what ChatService asks of clients
 //! (docs/grpc.md, "Errors"): sends are idempotent by `client_msg_id`,
 //! watermarks and membership changes by their nature. Creating a group is
@@ -20,6 +32,7 @@ use std::time::Duration;
 
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_service_client::ChatServiceClient;
+use tokio::sync::Semaphore;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
@@ -29,6 +42,10 @@ use crate::error::Error;
 /// Largest gRPC message the gateway accepts from a node: ChatService's own
 /// bound (a history page of 200 messages of up to 1 MiB is cut well below it).
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How long a call waits for a turn among the calls in flight before it is
+/// refused (see the module docs).
+pub const ADMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// How long connecting to a node may take before the call fails over.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,6 +71,9 @@ pub struct Nodes {
     preferred: AtomicUsize,
     /// The deadline of one unary call.
     call_timeout: Duration,
+    /// Turns of the unary calls in flight, and how many there are.
+    in_flight: Semaphore,
+    max_in_flight: usize,
 }
 
 /// An `authorization: Bearer <JWT>` value, checked once and reused.
@@ -80,8 +100,10 @@ impl Nodes {
     pub fn new(
         addrs: Vec<String>,
         call_timeout: Duration,
+        max_in_flight: usize,
         tls: Option<ClientTlsConfig>,
     ) -> Result<Nodes, Error> {
+        let max_in_flight = max_in_flight.max(1);
         if addrs.is_empty() {
             return Err(Error::NoNodes);
         }
@@ -113,6 +135,8 @@ impl Nodes {
             channels,
             preferred: AtomicUsize::new(0),
             call_timeout,
+            in_flight: Semaphore::new(max_in_flight),
+            max_in_flight,
         })
     }
 
@@ -174,6 +198,12 @@ impl Nodes {
         F: Fn(Client, Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        let Ok(Ok(_turn)) = tokio::time::timeout(ADMIT_WAIT, self.in_flight.acquire()).await else {
+            return Err(Status::unavailable(format!(
+                "the gateway has {} calls in flight to its nodes; retry",
+                self.max_in_flight
+            )));
+        };
         let n = self.channels.len();
         let first = self.preferred();
         let mut last = Status::unavailable("no node answered");
@@ -217,5 +247,66 @@ impl Nodes {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// With every turn taken by a call the node does not answer, the next
+    /// call is refused at the gateway after `ADMIT_WAIT`, with the node
+    /// still preferred: nothing was sent, nothing failed over.
+    #[tokio::test]
+    async fn a_call_beyond_the_calls_in_flight_is_refused_without_reaching_a_node() {
+        // Two nodes that accept TCP connections and never speak HTTP/2.
+        let silent: Vec<_> = (0..2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let addrs = silent
+            .iter()
+            .map(|l| l.local_addr().expect("addr").to_string())
+            .collect();
+        let nodes = Arc::new(Nodes::new(addrs, Duration::from_secs(30), 1, None).expect("nodes"));
+        let bearer: Bearer = "Bearer x".parse().expect("header value");
+        let first = {
+            let (nodes, bearer) = (nodes.clone(), bearer.clone());
+            tokio::spawn(async move {
+                nodes
+                    .call(
+                        &bearer,
+                        pb::PresenceRequest { users: Vec::new() },
+                        false,
+                        |mut c, r| async move { c.presence(r).await },
+                    )
+                    .await
+            })
+        };
+        // Let the first call take the only turn.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = tokio::time::Instant::now();
+        let refused = nodes
+            .call(
+                &bearer,
+                pb::PresenceRequest { users: Vec::new() },
+                true,
+                |mut c, r| async move { c.presence(r).await },
+            )
+            .await
+            .expect_err("no turn is free");
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(
+            refused.message().contains("1 calls in flight"),
+            "{refused:?}"
+        );
+        assert!(
+            started.elapsed() >= ADMIT_WAIT,
+            "it waited for a turn first"
+        );
+        assert_eq!(nodes.preferred(), 0, "a refusal here is not a node failure");
+        first.abort();
+        drop(silent);
     }
 }
