@@ -62,6 +62,14 @@ fn export(data: &Path, what: &str, id: &str) -> (Vec<Value>, String) {
     (lines, raw)
 }
 
+/// The `type` of each exported line, in order.
+fn types(lines: &[Value]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| l["type"].as_str().expect("type"))
+        .collect()
+}
+
 fn backup_json(args: &[&str]) -> Value {
     let out = missive(args);
     assert!(out.status.success(), "backup failed: {}", text(&out));
@@ -345,12 +353,8 @@ async fn an_export_lists_the_conversation_with_the_deleted_body_absent() {
     let _ = serve.stop();
 
     let (lines, raw) = export(&data, "--conversation", &conv);
-    let types: Vec<&str> = lines
-        .iter()
-        .map(|l| l["type"].as_str().expect("type"))
-        .collect();
     assert_eq!(
-        types,
+        types(&lines),
         [
             "conversation_created",
             "message_sent",
@@ -384,12 +388,8 @@ async fn an_export_lists_the_conversation_with_the_deleted_body_absent() {
     // Bob's export: his message, reaction and receipt, and the membership
     // change; none of alice's messages.
     let (bobs, raw) = export(&data, "--user", "bob");
-    let types: Vec<&str> = bobs
-        .iter()
-        .map(|l| l["type"].as_str().expect("type"))
-        .collect();
     assert_eq!(
-        types,
+        types(&bobs),
         [
             "conversation_created",
             "message_sent",

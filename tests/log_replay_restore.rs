@@ -50,6 +50,11 @@ async fn history(c: &mut Client, conv: &str) -> Vec<String> {
     .collect()
 }
 
+/// `missive log diff --data a --against b`.
+fn diff(a: &Path, b: &Path) -> std::process::Output {
+    missive(&["log", "diff", "--data", path(a), "--against", path(b)])
+}
+
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
@@ -122,14 +127,7 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("events/s"), "{}", text(&out));
-    let out = missive(&[
-        "log",
-        "diff",
-        "--data",
-        path(&replayed),
-        "--against",
-        path(&data),
-    ]);
+    let out = diff(&replayed, &data);
     assert!(
         out.status.success(),
         "replay differs from the node:\n{}",
@@ -166,14 +164,7 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
         &internal,
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = missive(&[
-        "log",
-        "diff",
-        "--data",
-        path(&restored),
-        "--against",
-        path(&replayed_n),
-    ]);
+    let out = diff(&restored, &replayed_n);
     assert!(
         out.status.success(),
         "restore differs from the replay:\n{}",
@@ -194,14 +185,7 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
         );
     }
     // …and differs from the node's full history by the later messages.
-    let out = missive(&[
-        "log",
-        "diff",
-        "--data",
-        path(&restored),
-        "--against",
-        path(&data),
-    ]);
+    let out = diff(&restored, &data);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("only in --against"), "{}", text(&out));
 
@@ -244,14 +228,7 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
         s.commit(txn).expect("commit");
         s.sync().expect("sync");
     }
-    let out = missive(&[
-        "log",
-        "diff",
-        "--data",
-        path(&replayed),
-        "--against",
-        path(&data),
-    ]);
+    let out = diff(&replayed, &data);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("members [planted/mallory]: only in --data"),

@@ -5,7 +5,7 @@ use std::ops::{Bound, ControlFlow};
 
 use missive_proto::v1 as pb;
 use prost::Message;
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use crate::store::{self, StoreError, keys};
 
@@ -106,27 +106,27 @@ pub struct Tables<'t> {
 impl<'t> Tables<'t> {
     /// The tables of `txn`.
     pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
-        let tab = |name: &'static str, def: store::Table| -> Result<Tab<'t>, StoreError> {
+        let tab = |def: &'static store::Table| -> Result<Tab<'t>, StoreError> {
             Ok(Tab {
-                name,
-                table: txn.open_table(def)?,
+                name: def.name(),
+                table: txn.open_table(*def)?,
             })
         };
         Ok(Tables {
-            meta: tab("meta", store::META)?,
-            conversations: tab("conversations", store::CONVERSATIONS)?,
-            members: tab("members", store::MEMBERS)?,
-            user_conversations: tab("user_conversations", store::USER_CONVERSATIONS)?,
-            messages: tab("messages", store::MESSAGES)?,
-            events: tab("events", store::EVENTS)?,
-            sent: tab("sent", store::SENT)?,
-            presence: tab("presence", store::PRESENCE)?,
-            device_keys: tab("device_keys", store::DEVICE_KEYS)?,
-            one_time_keys: tab("one_time_keys", store::ONE_TIME_KEYS)?,
-            push_targets: tab("push_targets", store::PUSH_TARGETS)?,
-            push_queue: tab("push_queue", store::PUSH_QUEUE)?,
-            dead_letters: tab("dead_letters", store::DEAD_LETTERS)?,
-            presence_sessions: tab("presence_sessions", store::PRESENCE_SESSIONS)?,
+            meta: tab(&store::META)?,
+            conversations: tab(&store::CONVERSATIONS)?,
+            members: tab(&store::MEMBERS)?,
+            user_conversations: tab(&store::USER_CONVERSATIONS)?,
+            messages: tab(&store::MESSAGES)?,
+            events: tab(&store::EVENTS)?,
+            sent: tab(&store::SENT)?,
+            presence: tab(&store::PRESENCE)?,
+            device_keys: tab(&store::DEVICE_KEYS)?,
+            one_time_keys: tab(&store::ONE_TIME_KEYS)?,
+            push_targets: tab(&store::PUSH_TARGETS)?,
+            push_queue: tab(&store::PUSH_QUEUE)?,
+            dead_letters: tab(&store::DEAD_LETTERS)?,
+            presence_sessions: tab(&store::PRESENCE_SESSIONS)?,
         })
     }
 

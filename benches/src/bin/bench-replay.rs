@@ -208,9 +208,10 @@ fn store_limit(scratch: &Path, partitions: u32) -> Result<(f64, u64)> {
         let t = Instant::now();
         let db = redb::Database::create(&path)?;
         let txn = db.begin_write()?;
-        for (n, table) in TABLES.iter().enumerate() {
-            let mut t = txn.open_table(*table)?;
-            for (_, k, v) in rows.iter().filter(|r| r.0 as usize == n) {
+        // A dump lists the rows table by table.
+        for group in rows.chunk_by(|a, b| a.0 == b.0) {
+            let mut t = txn.open_table(TABLES[group[0].0 as usize])?;
+            for (_, k, v) in group {
                 t.insert(k.as_slice(), v.as_slice())?;
             }
         }
