@@ -26,6 +26,20 @@
 //! - A restarted node needs nothing but its directory: vote, log and
 //!   snapshot are durable, and openraft's leader finds it again.
 //! - Every partition shares the node's one connection to each peer.
+//!
+//! # The consensus runtime
+//!
+//! openraft's tasks — each partition's core loop, its state machine worker
+//! and its replication streams — run on a runtime of their own with one
+//! thread (`raft-core`), not on the runtime that serves clients. A write
+//! passes through the core several times (proposed, appended, flushed,
+//! committed, applied), and each pass is a task wake-up; on the serving
+//! runtime every wake-up waited its turn behind whatever else was runnable
+//! — under load, thousands of subscription streams and connections — so
+//! those queues, not the disk, set the commit latency. On its own thread
+//! the core runs as soon as its input arrives, and the kernel shares the
+//! cores between it and the serving threads. Callers on any runtime reach
+//! it through openraft's channels as before.
 
 mod backup;
 mod dump;
@@ -172,6 +186,40 @@ struct Inner<SM: StateMachine> {
     /// The rebalancing task, aborted at shutdown. A std `Mutex`, never held
     /// across an `.await`.
     rebalancer: Mutex<Option<JoinHandle<()>>>,
+    /// Where openraft's tasks run (see the module docs). Last, so
+    /// everything above is dropped before it stops.
+    consensus: ConsensusRuntime,
+}
+
+/// The runtime openraft's tasks run on (see the module docs).
+struct ConsensusRuntime(Option<tokio::runtime::Runtime>);
+
+impl ConsensusRuntime {
+    fn new() -> Result<ConsensusRuntime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("raft-core")
+            .enable_all()
+            .build()
+            .map(|rt| ConsensusRuntime(Some(rt)))
+            .map_err(|e| Error::Config(format!("starting the consensus runtime: {e}")))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        // Only `Drop` takes the runtime.
+        self.0.as_ref().expect("consensus runtime present").handle()
+    }
+}
+
+impl Drop for ConsensusRuntime {
+    fn drop(&mut self) {
+        // A node may be dropped on an async thread, where a blocking drop
+        // of a runtime panics; its tasks have been shut down (or are
+        // abandoned with the node).
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// What receives the application's ephemeral messages from other nodes.
@@ -234,6 +282,7 @@ impl<SM: StateMachine> Node<SM> {
         // under a leader restored after a restart (see `LogStore::raft_config`).
         let raft_config = Arc::new(LogStore::raft_config((*config.raft).clone()));
         let peers = Peers::new(config.secret.clone());
+        let consensus = ConsensusRuntime::new()?;
         let mut partitions = Vec::new();
         let mut closed: Vec<Closed> = Vec::new();
         for p in 0..meta.partitions {
@@ -250,8 +299,18 @@ impl<SM: StateMachine> Node<SM> {
                 peers: peers.clone(),
                 partition: p,
             };
-            let raft = Raft::new(config.id, raft_config.clone(), network, log, sm.clone())
+            // Spawned there, openraft's tasks stay there.
+            let raft = consensus
+                .handle()
+                .spawn(Raft::new(
+                    config.id,
+                    raft_config.clone(),
+                    network,
+                    log,
+                    sm.clone(),
+                ))
                 .await
+                .map_err(|e| Error::Raft(e.to_string()))?
                 .map_err(|e| Error::Raft(e.to_string()))?;
             partitions.push(Partition {
                 raft,
@@ -262,6 +321,7 @@ impl<SM: StateMachine> Node<SM> {
         let node = Node {
             inner: Arc::new(Inner {
                 id: config.id,
+                consensus,
                 addr,
                 peers,
                 partitions,
@@ -277,7 +337,7 @@ impl<SM: StateMachine> Node<SM> {
         if let Some(every) = config.rebalance_every {
             // A weak handle: the task must not keep a shut-down node alive.
             let weak = Arc::downgrade(&node.inner);
-            let task = tokio::spawn(async move {
+            let task = node.inner.consensus.handle().spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
                     let Some(inner) = weak.upgrade() else { return };
