@@ -271,29 +271,29 @@ mod tests {
             .collect();
         let nodes = Arc::new(Nodes::new(addrs, Duration::from_secs(30), 1, None).expect("nodes"));
         let bearer: Bearer = "Bearer x".parse().expect("header value");
+        // A read any node may answer; `retry` as `Nodes::call` takes it.
+        async fn presence(
+            nodes: &Nodes,
+            bearer: &Bearer,
+            retry: bool,
+        ) -> Result<pb::PresenceResponse, Status> {
+            nodes
+                .call(
+                    bearer,
+                    pb::PresenceRequest { users: Vec::new() },
+                    retry,
+                    |mut c, r| async move { c.presence(r).await },
+                )
+                .await
+        }
         let first = {
             let (nodes, bearer) = (nodes.clone(), bearer.clone());
-            tokio::spawn(async move {
-                nodes
-                    .call(
-                        &bearer,
-                        pb::PresenceRequest { users: Vec::new() },
-                        false,
-                        |mut c, r| async move { c.presence(r).await },
-                    )
-                    .await
-            })
+            tokio::spawn(async move { presence(&nodes, &bearer, false).await })
         };
         // Let the first call take the only turn.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let started = tokio::time::Instant::now();
-        let refused = nodes
-            .call(
-                &bearer,
-                pb::PresenceRequest { users: Vec::new() },
-                true,
-                |mut c, r| async move { c.presence(r).await },
-            )
+        let refused = presence(&nodes, &bearer, true)
             .await
             .expect_err("no turn is free");
         assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
