@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use missive_benches::cpu::MachineTicks;
 use missive_benches::stats::quantile;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
@@ -192,6 +193,14 @@ impl Fleet {
             clock: self.clock,
         };
         self.steps += 1;
+        // The machine's load over the measured window alone: the warm-up
+        // and the drain would dilute it.
+        let machine = tokio::spawn(async move {
+            sleep_until(w0).await;
+            let start = MachineTicks::now();
+            sleep_until(w1).await;
+            MachineTicks::now().shares_since(&start)
+        });
         for (k, sinks) in std::mem::take(&mut self.sinks).into_iter().enumerate() {
             let frames = frames.clone();
             tasks.spawn(async move { send(k, sinks, frames, plan).await });
@@ -236,6 +245,7 @@ impl Fleet {
             .count() as u64;
         let secs = window.as_secs_f64();
         let delivered = latencies_us.len() as u64;
+        let (machine_busy, machine_steal) = machine.await.unwrap_or((f64::NAN, f64::NAN));
         Ok(StepRun {
             offered: rate,
             delivered_per_s: received_in_window as f64 / secs,
@@ -257,6 +267,8 @@ impl Fleet {
             node_cores: f64::NAN,
             gateway_cores: f64::NAN,
             bench_cores: f64::NAN,
+            machine_busy,
+            machine_steal,
         })
     }
 }
@@ -292,6 +304,11 @@ pub(crate) struct StepRun {
     pub(crate) node_cores: f64,
     pub(crate) gateway_cores: f64,
     pub(crate) bench_cores: f64,
+    /// The share of all the machine's cores busy over the measured window
+    /// (every process and the kernel's own work), and of them taken by the
+    /// hypervisor: near 1, the step was capped by the cores.
+    pub(crate) machine_busy: f64,
+    pub(crate) machine_steal: f64,
 }
 
 /// A step counts as sustained when the partners received at least this

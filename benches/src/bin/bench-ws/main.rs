@@ -342,7 +342,7 @@ async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Resul
     eprintln!(
         "{:<10} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
          lost {} ({} late), errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
-         bench {:.2}{}",
+         bench {:.2}; machine busy {:.0} % (steal {:.0} %){}",
         fleet.name,
         rate,
         s.delivered_per_s,
@@ -355,6 +355,8 @@ async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Resul
         s.node_cores,
         s.gateway_cores,
         s.bench_cores,
+        s.machine_busy * 100.0,
+        s.machine_steal * 100.0,
         if s.sustained() {
             ""
         } else {

@@ -71,6 +71,8 @@ impl Delivery {
                 "node_cores": s.node_cores,
                 "gateway_cores": s.gateway_cores,
                 "bench_process_cores": s.bench_cores,
+                "machine_busy_share": s.machine_busy,
+                "machine_steal_share": s.machine_steal,
                 "sustained": s.sustained(),
             })
         };
@@ -227,21 +229,23 @@ impl Report {
             SUSTAINED_P99_US / 1e3
         );
         println!(
-            "  {:>9} | {:^42} | {:^42}",
+            "  {:>9} | {:^48} | {:^48}",
             "offered", "missive", "bare relay"
         );
         println!(
-            "  {:>9} | {:>10} {:>9} {:>9} {:>6} {:>4} | {:>10} {:>9} {:>9} {:>6} {:>4}",
+            "  {:>9} | {:>10} {:>9} {:>9} {:>6} {:>5} {:>4} | {:>10} {:>9} {:>9} {:>6} {:>5} {:>4}",
             "msg/s",
             "deliv./s",
             "p50 ms",
             "p99 ms",
             "lag",
+            "busy",
             "ok",
             "deliv./s",
             "p50 ms",
             "p99 ms",
             "lag",
+            "busy",
             "ok"
         );
         let rates: Vec<f64> = {
@@ -252,14 +256,18 @@ impl Report {
         };
         let cell = |d: &Delivery, rate: f64| match d.steps.iter().find(|s| s.offered == rate) {
             Some(s) => format!(
-                "{:>10.0} {:>9.2} {:>9.2} {:>6.1} {:>4}",
+                "{:>10.0} {:>9.2} {:>9.2} {:>6.1} {:>4.0}% {:>4}",
                 s.delivered_per_s,
                 s.p50_us / 1e3,
                 s.p99_us / 1e3,
                 s.send_lag_p99_us / 1e3,
+                s.machine_busy * 100.0,
                 if s.sustained() { "yes" } else { "no" }
             ),
-            None => format!("{:>10} {:>9} {:>9} {:>6} {:>4}", "-", "", "", "", ""),
+            None => format!(
+                "{:>10} {:>9} {:>9} {:>6} {:>5} {:>4}",
+                "-", "", "", "", "", ""
+            ),
         };
         for rate in rates {
             println!("  {:>9.0} | {} | {}", rate, cell(m, rate), cell(r, rate));
@@ -272,6 +280,9 @@ impl Report {
         );
         println!(
             "  lag: the generator's own p99 delay behind schedule, ms (large: the generator fell behind)"
+        );
+        println!(
+            "  busy: share of all the machine's cores busy in the measured window, kernel and other processes included"
         );
         for (name, d) in [("missive", m), ("bare relay", r)] {
             if d.errors() > 0 {
