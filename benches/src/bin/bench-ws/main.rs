@@ -47,7 +47,10 @@
 //! The machine's cores are shared by the node, the gateway, the relay and
 //! the generator (and whatever else runs): figures are medians, the
 //! comparison is the ratio, and the generator's own lag behind its schedule
-//! is printed so a saturated generator is not taken for a slow system. The
+//! is printed so a saturated generator is not taken for a slow system, with
+//! how busy the whole machine was in each measured window (`/proc/stat`:
+//! every process, the kernel's own work, the hypervisor's steal), so a
+//! system capped by the cores is not taken for one that waits. The
 //! last line of stdout is one JSON object holding every figure; progress
 //! goes to stderr. Every process started is killed at the end, on error too.
 //!
