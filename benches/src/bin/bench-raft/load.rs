@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use crate::{MAX_CONNECTIONS, Plan, VALUE_BYTES};
-use missive_benches::cpu::{cpu_seconds, own_cpu_seconds};
+use missive_benches::cpu::{MachineTicks, cpu_seconds, own_cpu_seconds};
 
 /// How long a client waits after a failed write before the next.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
@@ -80,6 +80,9 @@ pub(crate) struct LoadRun {
     pub(crate) server_cpu_s: f64,
     /// CPU seconds the load generator used in the window.
     pub(crate) client_cpu_s: f64,
+    /// The share of all the machine's cores busy in the window: every
+    /// process, the kernel's own work and the hypervisor's steal.
+    pub(crate) machine_busy: f64,
 }
 
 /// Runs `clients` clients against `system` for the plan's warm-up and
@@ -94,8 +97,13 @@ pub(crate) async fn run_load<S: System>(system: &S, clients: usize, plan: Plan) 
     let cpu = tokio::spawn(async move {
         sleep_until(window_start).await;
         let (server, client) = (cpu_seconds(&pids), own_cpu_seconds());
+        let machine = MachineTicks::now();
         sleep_until(window_end).await;
-        (cpu_seconds(&pids) - server, own_cpu_seconds() - client)
+        (
+            cpu_seconds(&pids) - server,
+            own_cpu_seconds() - client,
+            MachineTicks::now().shares_since(&machine).0,
+        )
     });
     let mut tasks = JoinSet::new();
     for client in 0..clients {
@@ -110,7 +118,7 @@ pub(crate) async fn run_load<S: System>(system: &S, clients: usize, plan: Plan) 
         errors += client.errors;
         first_error = first_error.or(client.first_error);
     }
-    let (server_cpu_s, client_cpu_s) = cpu
+    let (server_cpu_s, client_cpu_s, machine_busy) = cpu
         .await
         .map_err(|e| anyhow!("the CPU sampler failed: {e}"))?;
     let commits = latencies_us.len() as u64;
@@ -129,6 +137,7 @@ pub(crate) async fn run_load<S: System>(system: &S, clients: usize, plan: Plan) 
         first_error,
         server_cpu_s,
         client_cpu_s,
+        machine_busy,
     })
 }
 

@@ -39,7 +39,8 @@
 //! one not under load only sends heartbeats. The load generator shares the
 //! machine's cores with both clusters; the CPU time each side's processes and
 //! the generator used in each window is measured (from /proc) and reported,
-//! to tell a CPU-bound figure from a disk-bound one.
+//! with how busy the whole machine was (kernel work and the hypervisor's
+//! steal included), to tell a CPU-bound figure from a disk-bound one.
 //!
 //! Everything lives in a fresh directory under `target/` (or `--dir`) on the
 //! repository's filesystem: `/tmp` may be tmpfs, where fdatasync is free.

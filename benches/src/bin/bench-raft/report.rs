@@ -28,6 +28,8 @@ pub(crate) struct Side {
     pub(crate) server_us_per_commit: f64,
     /// Cores the load generator kept busy in the window.
     pub(crate) client_cores: f64,
+    /// The share of the whole machine busy in the window (0 to 1).
+    pub(crate) machine_busy: f64,
 }
 
 impl Side {
@@ -47,6 +49,7 @@ impl Side {
             server_cores: median_of(&runs, |r| r.server_cpu_s / window.as_secs_f64()),
             server_us_per_commit: median_of(&runs, |r| r.server_cpu_s * 1e6 / r.commits as f64),
             client_cores: median_of(&runs, |r| r.client_cpu_s / window.as_secs_f64()),
+            machine_busy: median_of(&runs, |r| r.machine_busy),
         }
     }
 
@@ -61,6 +64,7 @@ impl Side {
             "server_cores": self.server_cores,
             "server_cpu_us_per_commit": self.server_us_per_commit,
             "load_generator_cores": self.client_cores,
+            "machine_busy_share": self.machine_busy,
         })
     }
 }
@@ -244,25 +248,38 @@ impl Report<'_> {
              window ({} cores; servers: the 3 processes of the system under load)",
             cores()
         );
-        println!("{:>7} | {:^32} | {:^32}", "", "missive", "etcd");
+        println!("{:>7} | {:^40} | {:^40}", "", "missive", "etcd");
         println!(
-            "{:>7} | {:>7} {:>12} {:>10} | {:>7} {:>12} {:>10}",
-            "clients", "servers", "µs/commit", "load gen", "servers", "µs/commit", "load gen"
+            "{:>7} | {:>7} {:>12} {:>10} {:>8} | {:>7} {:>12} {:>10} {:>8}",
+            "clients",
+            "servers",
+            "µs/commit",
+            "load gen",
+            "machine",
+            "servers",
+            "µs/commit",
+            "load gen",
+            "machine"
         );
         for c in &self.cases {
             let (m, e) = (&c.missive, &c.etcd);
             println!(
-                "{:>7} | {:>7.2} {:>12.0} {:>10.2} | {:>7.2} {:>12.0} {:>10.2}",
+                "{:>7} | {:>7.2} {:>12.0} {:>10.2} {:>7.0}% | {:>7.2} {:>12.0} {:>10.2} {:>7.0}%",
                 c.clients,
                 m.server_cores,
                 m.server_us_per_commit,
                 m.client_cores,
+                m.machine_busy * 100.0,
                 e.server_cores,
                 e.server_us_per_commit,
-                e.client_cores
+                e.client_cores,
+                e.machine_busy * 100.0
             );
         }
-        println!("servers, load gen: cores kept busy; µs/commit: the servers' CPU time per commit");
+        println!(
+            "servers, load gen: cores kept busy; µs/commit: the servers' CPU time per commit; \
+             machine: share of all cores busy, kernel and other processes included"
+        );
         println!("\ngoals");
         for g in self.goals() {
             let verdict = if g.met { "met" } else { "NOT MET" };
