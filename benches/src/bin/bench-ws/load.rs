@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use missive_benches::cpu::MachineTicks;
+use missive_benches::cpu::{MachineTicks, cpu_seconds, own_cpu_seconds};
 use missive_benches::stats::quantile;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
@@ -170,13 +170,15 @@ impl Fleet {
     }
 
     /// Offers `rate` messages/s for `warmup + window`, then waits `drain`
-    /// for the last ones; the window's figures.
+    /// for the last ones; the window's figures. `pids` are the system's two
+    /// server processes, whose CPU is measured with the machine's.
     pub(crate) async fn step(
         &mut self,
         rate: f64,
         warmup: Duration,
         window: Duration,
         drain: Duration,
+        pids: [u32; 2],
     ) -> Result<StepRun> {
         let n = self.users();
         let t0 = Instant::now() + Duration::from_millis(50);
@@ -193,13 +195,23 @@ impl Fleet {
             clock: self.clock,
         };
         self.steps += 1;
-        // The machine's load over the measured window alone: the warm-up
-        // and the drain would dilute it.
-        let machine = tokio::spawn(async move {
+        // CPU over the measured window alone, the processes' and the
+        // machine's over the same span: the warm-up and the drain would
+        // dilute it.
+        let cpu = tokio::spawn(async move {
+            let processes = || {
+                [
+                    cpu_seconds(&[pids[0]]),
+                    cpu_seconds(&[pids[1]]),
+                    own_cpu_seconds(),
+                ]
+            };
             sleep_until(w0).await;
-            let start = MachineTicks::now();
+            let (start, machine) = (processes(), MachineTicks::now());
             sleep_until(w1).await;
-            MachineTicks::now().shares_since(&start)
+            let (end, secs) = (processes(), (w1 - w0).as_secs_f64());
+            let cores: [f64; 3] = std::array::from_fn(|i| (end[i] - start[i]) / secs);
+            (cores, MachineTicks::now().shares_since(&machine))
         });
         for (k, sinks) in std::mem::take(&mut self.sinks).into_iter().enumerate() {
             let frames = frames.clone();
@@ -245,7 +257,9 @@ impl Fleet {
             .count() as u64;
         let secs = window.as_secs_f64();
         let delivered = latencies_us.len() as u64;
-        let (machine_busy, machine_steal) = machine.await.unwrap_or((f64::NAN, f64::NAN));
+        let ([node, gateway, bench], (machine_busy, machine_steal)) = cpu
+            .await
+            .map_err(|e| anyhow!("the CPU sampler failed: {e}"))?;
         Ok(StepRun {
             offered: rate,
             delivered_per_s: received_in_window as f64 / secs,
@@ -264,9 +278,9 @@ impl Fleet {
             send_failures,
             send_lag_p99_us: quantile(&mut lags_us, 0.99).unwrap_or(f64::NAN),
             late,
-            node_cores: f64::NAN,
-            gateway_cores: f64::NAN,
-            bench_cores: f64::NAN,
+            node_cores: node,
+            gateway_cores: gateway,
+            bench_cores: bench,
             machine_busy,
             machine_steal,
         })
@@ -299,8 +313,8 @@ pub(crate) struct StepRun {
     /// Messages delivered after the drain, while waiting for the system to
     /// go quiet (not counted as delivered).
     pub(crate) late: u64,
-    /// Cores kept busy over the step (warm-up to drain) by the node, the
-    /// gateway, and this process (the generator, and the relay's threads).
+    /// Cores kept busy over the measured window by the node, the gateway,
+    /// and this process (the generator, and the relay's threads).
     pub(crate) node_cores: f64,
     pub(crate) gateway_cores: f64,
     pub(crate) bench_cores: f64,

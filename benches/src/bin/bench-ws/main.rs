@@ -75,7 +75,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use missive_api::Auth;
-use missive_benches::cpu::{cpu_seconds, own_cpu_seconds};
 
 mod client;
 mod fleets;
@@ -332,16 +331,9 @@ async fn deliver(
 
 /// One step of `fleet` at `rate`, reported on stderr.
 async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Result<StepRun> {
-    let started = Instant::now();
-    let cpu = |pid| cpu_seconds(&[pid]);
-    let before = (cpu(pids[0]), cpu(pids[1]), own_cpu_seconds());
-    let mut s = fleet
-        .step(rate, plan.warmup, plan.window, plan.drain)
+    let s = fleet
+        .step(rate, plan.warmup, plan.window, plan.drain, pids)
         .await?;
-    let secs = started.elapsed().as_secs_f64();
-    s.node_cores = (cpu(pids[0]) - before.0) / secs;
-    s.gateway_cores = (cpu(pids[1]) - before.1) / secs;
-    s.bench_cores = (own_cpu_seconds() - before.2) / secs;
     eprintln!(
         "{:<10} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
          lost {} ({} late), errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
