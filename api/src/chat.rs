@@ -367,11 +367,19 @@ impl Chat {
         tls: Option<tonic::transport::ServerTlsConfig>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        let stop = self.inner.stop.clone();
         crate::service::router(self.clone(), tls)?
             .serve_with_incoming_shutdown(
                 // Replies go out at once (no Nagle delay behind a delayed ACK).
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
+                async move {
+                    shutdown.await;
+                    // A graceful server shutdown waits for every open stream:
+                    // subscriptions and gateway links end when the node
+                    // stops, telling their clients to go on elsewhere, so
+                    // the stop begins here rather than after serving ends.
+                    stop.send_replace(true);
+                },
             )
             .await
     }

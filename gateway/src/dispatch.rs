@@ -333,11 +333,7 @@ pub async fn dispatch(
         "create_direct" => {
             let r: Peer = fields(body)?;
             let m = pb::CreateDirectRequest { peer: r.peer };
-            let c = nodes
-                .call(bearer, m, RETRY, |mut c, r| async move {
-                    c.create_direct(r).await
-                })
-                .await?;
+            let c = nodes.call(bearer, "CreateDirect", m, RETRY).await?;
             render::conversation(&c)
         }
         "create_group" => {
@@ -347,11 +343,7 @@ pub async fn dispatch(
                 members: r.members,
             };
             // Not retried: a second attempt would create a second group.
-            let c = nodes
-                .call(bearer, m, false, |mut c, r| async move {
-                    c.create_group(r).await
-                })
-                .await?;
+            let c = nodes.call(bearer, "CreateGroup", m, false).await?;
             render::conversation(&c)
         }
         "get_conversation" => {
@@ -359,11 +351,7 @@ pub async fn dispatch(
             let m = pb::ConversationRequest {
                 conversation_id: r.conversation_id,
             };
-            let c = nodes
-                .call(bearer, m, RETRY, |mut c, r| async move {
-                    c.get_conversation(r).await
-                })
-                .await?;
+            let c = nodes.call(bearer, "GetConversation", m, RETRY).await?;
             render::conversation(&c)
         }
         "add_members" | "remove_members" => {
@@ -373,17 +361,9 @@ pub async fn dispatch(
                 users: r.users,
             };
             let ack = if kind == "add_members" {
-                nodes
-                    .call(bearer, m, RETRY, |mut c, r| async move {
-                        c.add_members(r).await
-                    })
-                    .await?
+                nodes.call(bearer, "AddMembers", m, RETRY).await?
             } else {
-                nodes
-                    .call(bearer, m, RETRY, |mut c, r| async move {
-                        c.remove_members(r).await
-                    })
-                    .await?
+                nodes.call(bearer, "RemoveMembers", m, RETRY).await?
             };
             render::event_ack(&ack)
         }
@@ -392,9 +372,7 @@ pub async fn dispatch(
             let m = pb::ConversationRequest {
                 conversation_id: r.conversation_id,
             };
-            let ack = nodes
-                .call(bearer, m, RETRY, |mut c, r| async move { c.leave(r).await })
-                .await?;
+            let ack = nodes.call(bearer, "Leave", m, RETRY).await?;
             render::event_ack(&ack)
         }
         "set_role" => {
@@ -408,14 +386,7 @@ pub async fn dispatch(
                 user: r.user,
                 role: role.into(),
             };
-            let ack = nodes
-                .call(
-                    bearer,
-                    m,
-                    RETRY,
-                    |mut c, r| async move { c.set_role(r).await },
-                )
-                .await?;
+            let ack = nodes.call(bearer, "SetRole", m, RETRY).await?;
             render::event_ack(&ack)
         }
         "send" => {
@@ -426,9 +397,7 @@ pub async fn dispatch(
                 content: Some(r.content.into_pb()?),
                 reply_to: r.reply_to,
             };
-            let s = nodes
-                .call(bearer, m, RETRY, |mut c, r| async move { c.send(r).await })
-                .await?;
+            let s = nodes.call(bearer, "Send", m, RETRY).await?;
             render::send_response(&s)
         }
         "edit" => {
@@ -438,9 +407,7 @@ pub async fn dispatch(
                 seq: r.seq,
                 content: Some(r.content.into_pb()?),
             };
-            let ack = nodes
-                .call(bearer, m, RETRY, |mut c, r| async move { c.edit(r).await })
-                .await?;
+            let ack = nodes.call(bearer, "Edit", m, RETRY).await?;
             render::event_ack(&ack)
         }
         "delete" => {
@@ -449,14 +416,7 @@ pub async fn dispatch(
                 conversation_id: r.conversation_id,
                 seq: r.seq,
             };
-            let ack = nodes
-                .call(
-                    bearer,
-                    m,
-                    RETRY,
-                    |mut c, r| async move { c.delete(r).await },
-                )
-                .await?;
+            let ack = nodes.call(bearer, "Delete", m, RETRY).await?;
             render::event_ack(&ack)
         }
         "react" => {
@@ -466,9 +426,7 @@ pub async fn dispatch(
                 seq: r.seq,
                 emoji: r.emoji,
             };
-            let ack = nodes
-                .call(bearer, m, RETRY, |mut c, r| async move { c.react(r).await })
-                .await?;
+            let ack = nodes.call(bearer, "React", m, RETRY).await?;
             render::event_ack(&ack)
         }
         "mark_delivered" | "mark_read" => {
@@ -478,20 +436,9 @@ pub async fn dispatch(
                 up_to: r.up_to,
             };
             let ack = if kind == "mark_delivered" {
-                nodes
-                    .call(bearer, m, RETRY, |mut c, r| async move {
-                        c.mark_delivered(r).await
-                    })
-                    .await?
+                nodes.call(bearer, "MarkDelivered", m, RETRY).await?
             } else {
-                nodes
-                    .call(
-                        bearer,
-                        m,
-                        RETRY,
-                        |mut c, r| async move { c.mark_read(r).await },
-                    )
-                    .await?
+                nodes.call(bearer, "MarkRead", m, RETRY).await?
             };
             render::event_ack(&ack)
         }
@@ -501,11 +448,7 @@ pub async fn dispatch(
                 conversation_id: r.conversation_id,
                 seq: r.seq,
             };
-            let s = nodes
-                .call(bearer, m, RETRY, |mut c, r| async move {
-                    c.message_status(r).await
-                })
-                .await?;
+            let s = nodes.call(bearer, "MessageStatus", m, RETRY).await?;
             render::message_status(&s)
         }
         "history" => {
@@ -516,35 +459,19 @@ pub async fn dispatch(
                 after: r.after,
                 limit: r.limit,
             };
-            let h = nodes
-                .call(
-                    bearer,
-                    m,
-                    RETRY,
-                    |mut c, r| async move { c.history(r).await },
-                )
-                .await?;
+            let h = nodes.call(bearer, "History", m, RETRY).await?;
             render::history(&h)
         }
         "inbox" => {
             let r: Inbox = fields(body)?;
             let m = pb::InboxRequest { limit: r.limit };
-            let i = nodes
-                .call(bearer, m, RETRY, |mut c, r| async move { c.inbox(r).await })
-                .await?;
+            let i = nodes.call(bearer, "Inbox", m, RETRY).await?;
             render::inbox(&i)
         }
         "presence" => {
             let r: Presence = fields(body)?;
             let m = pb::PresenceRequest { users: r.users };
-            let p = nodes
-                .call(
-                    bearer,
-                    m,
-                    RETRY,
-                    |mut c, r| async move { c.presence(r).await },
-                )
-                .await?;
+            let p = nodes.call(bearer, "Presence", m, RETRY).await?;
             render::presence_response(&p)
         }
         "typing" => {
@@ -554,12 +481,7 @@ pub async fn dispatch(
                 typing: r.typing,
             };
             nodes
-                .call(
-                    bearer,
-                    m,
-                    RETRY,
-                    |mut c, r| async move { c.set_typing(r).await },
-                )
+                .call::<_, pb::Done>(bearer, "SetTyping", m, RETRY)
                 .await?;
             render::done()
         }
@@ -584,9 +506,7 @@ pub async fn dispatch(
                 },
             };
             nodes
-                .call(bearer, m, RETRY, |mut c, r| async move {
-                    c.publish_keys(r).await
-                })
+                .call::<_, pb::Done>(bearer, "PublishKeys", m, RETRY)
                 .await?;
             render::done()
         }
@@ -597,14 +517,7 @@ pub async fn dispatch(
             // of each device; the first is then simply never used, which the
             // key directory is built to tolerate (keys are single-use, not
             // counted).
-            let k = nodes
-                .call(
-                    bearer,
-                    m,
-                    RETRY,
-                    |mut c, r| async move { c.claim_keys(r).await },
-                )
-                .await?;
+            let k = nodes.call(bearer, "ClaimKeys", m, RETRY).await?;
             render::claim_keys(&k)
         }
         "set_push_target" => {
@@ -614,9 +527,7 @@ pub async fn dispatch(
                 token: r.token,
             };
             nodes
-                .call(bearer, m, RETRY, |mut c, r| async move {
-                    c.set_push_target(r).await
-                })
+                .call::<_, pb::Done>(bearer, "SetPushTarget", m, RETRY)
                 .await?;
             render::done()
         }

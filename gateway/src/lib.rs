@@ -56,6 +56,7 @@ pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod limits;
+pub mod link;
 pub mod media;
 mod metrics;
 pub mod nodes;

@@ -1,9 +1,9 @@
 //! The gateway's gRPC side: one channel per ChatService endpoint, shared by
 //! every connection, and fail-over between them.
 //!
-//! A tonic `Channel` is one HTTP/2 connection that multiplexes any number of
-//! concurrent calls and streams, so all users of a gateway ride on
-//! `nodes.len()` TCP connections. Calls go to the *preferred* node; a call
+//! Each node is reached over one HTTP/2 connection carrying one
+//! `GatewayLink` stream ([`crate::link`]): all users of a gateway ride on
+//! `nodes.len()` TCP connections and as many streams. Calls go to the *preferred* node; a call
 //! that fails because the node could not be reached (UNAVAILABLE, or a
 //! transport error) moves the preference on and is tried on the next node,
 //! each node at most once. Nodes answer every call (they forward writes to
@@ -26,18 +26,18 @@
 //! watermarks and membership changes by their nature. Creating a group is
 //! the exception (its id is random), so it is never retried.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use missive_proto::v1 as pb;
-use missive_proto::v1::chat_service_client::ChatServiceClient;
+use prost::Message;
 use tokio::sync::Semaphore;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
 
 use crate::error::Error;
+use crate::link::{Link, Subscription};
 
 /// Largest gRPC message the gateway accepts from a node: ChatService's own
 /// bound (a history page of 200 messages of up to 1 MiB is cut well below it).
@@ -58,14 +58,17 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `/healthz` waits for a node's answer.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A ChatService client over one node's shared channel.
-pub type Client = ChatServiceClient<Channel>;
+/// HTTP/2 receive windows for the link: one stream carries every user's
+/// answers and events, which the 64 KiB default would throttle to a window
+/// per round trip.
+const STREAM_WINDOW: u32 = 4 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
 
-/// The endpoints and their channels.
+/// The nodes and their links.
 #[derive(Debug)]
 pub struct Nodes {
-    /// `(address, channel)` per node, in the order given.
-    channels: Vec<(String, Channel)>,
+    /// `(address, link)` per node, in the order given.
+    channels: Vec<(String, Link)>,
     /// The node calls try first. Moved on (never back on its own) when that
     /// node fails, so every connection stops trying a dead node at once.
     preferred: AtomicUsize,
@@ -128,8 +131,11 @@ impl Nodes {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                 .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true);
-            channels.push((a, endpoint.connect_lazy()));
+                .keep_alive_while_idle(true)
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW);
+            let link = Link::new(a.clone(), endpoint.connect_lazy(), MAX_GRPC_MESSAGE_BYTES);
+            channels.push((a, link));
         }
         Ok(Nodes {
             channels,
@@ -169,11 +175,17 @@ impl Nodes {
         }
     }
 
-    /// A client of node `i`.
-    pub fn client(&self, i: usize) -> Client {
-        ChatServiceClient::new(self.channels[i].1.clone())
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    /// ChatService `Subscribe` on node `i`, as the caller `bearer`.
+    pub async fn subscribe(
+        &self,
+        i: usize,
+        bearer: &Bearer,
+        since: String,
+    ) -> Result<Subscription, Status> {
+        self.channels[i]
+            .1
+            .subscribe(authorization(bearer)?, since)
+            .await
     }
 
     /// The address of node `i`.
@@ -181,38 +193,41 @@ impl Nodes {
         &self.channels[i].0
     }
 
-    /// Calls `call` with `msg` as the caller `bearer`, on the preferred node
-    /// and, when `retry` and the node is unreachable, on each other node in
-    /// turn. A call that takes longer than the call timeout fails with
-    /// DEADLINE_EXCEEDED and is not retried (its outcome is unknown), but the
-    /// node stops being preferred.
-    pub async fn call<M, T, F, Fut>(
+    /// Calls ChatService `method` with `msg` as the caller `bearer`, on the
+    /// preferred node and, when `retry` and the node is unreachable, on each
+    /// other node in turn. A call that takes longer than the call timeout
+    /// fails with DEADLINE_EXCEEDED and is not retried (its outcome is
+    /// unknown), but the node stops being preferred.
+    pub async fn call<M: Message, T: Message + Default>(
         &self,
         bearer: &Bearer,
+        method: &str,
         msg: M,
         retry: bool,
-        call: F,
-    ) -> Result<T, Status>
-    where
-        M: Clone,
-        F: Fn(Client, Request<M>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
-    {
+    ) -> Result<T, Status> {
         let Ok(Ok(_turn)) = tokio::time::timeout(ADMIT_WAIT, self.in_flight.acquire()).await else {
             return Err(Status::unavailable(format!(
                 "the gateway has {} calls in flight to its nodes; retry",
                 self.max_in_flight
             )));
         };
+        let authorization = authorization(bearer)?;
+        let request = msg.encode_to_vec();
         let n = self.channels.len();
         let first = self.preferred();
         let mut last = Status::unavailable("no node answered");
         for attempt in 0..n {
             let i = (first + attempt) % n;
-            let mut req = Request::new(msg.clone());
-            req.metadata_mut().insert("authorization", bearer.clone());
-            match tokio::time::timeout(self.call_timeout, call(self.client(i), req)).await {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
+            let link = &self.channels[i].1;
+            let call = link.call(authorization, method, request.clone());
+            match tokio::time::timeout(self.call_timeout, call).await {
+                Ok(Ok(reply)) => {
+                    return T::decode(reply.as_slice()).map_err(|e| {
+                        Status::internal(format!(
+                            "{method}: the node's answer does not decode: {e}"
+                        ))
+                    });
+                }
                 Ok(Err(s)) if is_unreachable(&s) => {
                     self.failed(i);
                     last = s;
@@ -233,13 +248,10 @@ impl Nodes {
         Err(last)
     }
 
-    /// True when some node answers at all. The probe is an unauthenticated
-    /// `Presence` call: any status but an unreachable one means a ChatService
-    /// is there (it answers UNAUTHENTICATED).
     pub async fn any_answers(&self) -> bool {
-        for i in 0..self.channels.len() {
-            let mut c = self.client(i);
-            let probe = c.presence(pb::PresenceRequest { users: Vec::new() });
+        let request = pb::PresenceRequest { users: Vec::new() }.encode_to_vec();
+        for (_, link) in &self.channels {
+            let probe = link.call("", "Presence", request.clone());
             match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
                 Ok(Ok(_)) => return true,
                 Ok(Err(s)) if !is_unreachable(&s) => return true,
@@ -248,6 +260,13 @@ impl Nodes {
         }
         false
     }
+}
+
+/// The `authorization` a link request carries.
+fn authorization(bearer: &Bearer) -> Result<&str, Status> {
+    bearer
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the token is not printable ASCII"))
 }
 
 #[cfg(test)]
@@ -280,9 +299,9 @@ mod tests {
             nodes
                 .call(
                     bearer,
+                    "Presence",
                     pb::PresenceRequest { users: Vec::new() },
                     retry,
-                    |mut c, r| async move { c.presence(r).await },
                 )
                 .await
         }

@@ -176,11 +176,11 @@ where
     // authenticated call there is (presence of nobody).
     let probe = ctx
         .nodes
-        .call(
+        .call::<_, missive_proto::v1::PresenceResponse>(
             &bearer,
+            "Presence",
             missive_proto::v1::PresenceRequest { users: Vec::new() },
             true,
-            |mut c, r| async move { c.presence(r).await },
         )
         .await;
     match probe {

@@ -15,11 +15,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use missive_proto::v1 as pb;
 use missive_proto::v1::subscribe_response::Kind;
 use tokio::time::{sleep, timeout};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 
+use crate::link::Subscription;
 use crate::nodes::{Bearer, Nodes, is_unreachable};
 use crate::outbox::Outbox;
 use crate::protocol::{self, ReqId};
@@ -62,13 +62,9 @@ pub async fn run(
     let mut failures_in_a_row = 0;
     loop {
         let node = nodes.preferred();
-        let mut req = Request::new(pb::SubscribeRequest {
-            since: s.token.clone(),
-        });
-        req.metadata_mut().insert("authorization", bearer.clone());
-        let mut client = nodes.client(node);
-        let stream = match timeout(call_timeout, client.subscribe(req)).await {
-            Ok(Ok(r)) => r.into_inner(),
+        let opening = nodes.subscribe(node, &bearer, s.token.clone());
+        let stream = match timeout(call_timeout, opening).await {
+            Ok(Ok(sub)) => sub,
             Ok(Err(st)) if is_unreachable(&st) => {
                 nodes.failed(node);
                 failures_in_a_row += 1;
@@ -135,10 +131,7 @@ impl State {
     }
 
     /// Forwards one stream; how it ended and whether it yielded anything.
-    async fn forward(
-        &mut self,
-        mut stream: tonic::Streaming<pb::SubscribeResponse>,
-    ) -> (Ended, bool) {
+    async fn forward(&mut self, mut stream: Subscription) -> (Ended, bool) {
         let mut got_any = false;
         loop {
             let r = match stream.message().await {

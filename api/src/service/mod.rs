@@ -7,9 +7,11 @@
 //! node's projections, and only for members.
 
 mod admin;
+mod link;
 mod subscribe;
 
 pub use admin::Admin;
+pub use link::Link;
 
 use std::collections::HashSet;
 
@@ -36,6 +38,12 @@ pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 << 20;
 /// connection is closed with ENHANCE_YOUR_CALM (see [`router`]).
 const MAX_PENDING_RESET_STREAMS: usize = 4096;
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 65_536;
+
+/// HTTP/2 receive windows: a gateway's link carries all of its users'
+/// requests on one stream, which the 64 KiB default would throttle to a
+/// window per round trip.
+const LINK_STREAM_WINDOW: u32 = 4 << 20;
+const LINK_CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// The metadata key a caller may set to name its call in the node's logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -88,6 +96,8 @@ pub fn router(
     // burst of its calls time out. The limits stay, sized for a connection
     // that multiplexes thousands of users.
     let mut builder = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(LINK_STREAM_WINDOW))
+        .initial_connection_window_size(Some(LINK_CONNECTION_WINDOW))
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS));
     if let Some(tls) = tls {
@@ -116,7 +126,16 @@ pub fn router(
         Admin { chat: chat.clone() },
         move |r| secret.check(r),
     );
-    Ok(router.add_service(service).add_service(admin))
+    let link = missive_proto::v1::gateway_link_server::GatewayLinkServer::new(Link::new(
+        Service { chat: chat.clone() },
+        chat.auth().clone(),
+    ))
+    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    Ok(router
+        .add_service(service)
+        .add_service(link)
+        .add_service(admin))
 }
 
 /// The service; cheap to clone.
