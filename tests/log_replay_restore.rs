@@ -225,7 +225,7 @@ async fn replay_restore_and_diff_agree_with_the_node_that_wrote_the_history() {
             .expect("members")
             .insert(b"planted\0mallory".as_slice(), b"".as_slice())
             .expect("insert");
-        s.commit(txn).expect("commit");
+        s.commit(txn, 0).expect("commit");
         s.sync().expect("sync");
     }
     let out = diff(&replayed, &data);

@@ -255,7 +255,7 @@ impl StateMachine for ChatStateMachine {
             }
             t.meta.insert(store::APPLIED_KEY, &after.encode())?;
         }
-        store.commit(txn)?;
+        store.commit(txn, commands.len() as u64)?;
         if !published.is_empty() {
             self.hub.publish(self.partition, published);
         }

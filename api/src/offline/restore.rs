@@ -105,7 +105,7 @@ pub fn seed_restored(
         .map_err(store::StoreError::from)?
         .insert(store::EPOCH_KEY, epoch.to_be_bytes().as_slice())
         .map_err(store::StoreError::from)?;
-    s.commit(txn)?;
+    s.commit(txn, 0)?;
     s.sync()?;
     let view = sm
         .begin_snapshot()

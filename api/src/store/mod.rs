@@ -10,7 +10,8 @@
 //! The partition's log is durable before anything is applied, so a
 //! projection commit need not be: applies commit with redb's
 //! `Durability::None` and one commit in a while is made durable (see
-//! [`Store::commit`]). After a crash redb opens at its last durable commit,
+//! [`Store::commit`]): after [`DURABLE_AFTER_ENTRIES`] entries, or
+//! [`DURABLE_AFTER`] at the latest. After a crash redb opens at its last durable commit,
 //! whose `applied` state says where it stands, and Raft applies the log
 //! again from there. The state and its position are always in one
 //! transaction, so they never disagree.
@@ -101,9 +102,17 @@ pub const EPOCH_KEY: &[u8] = b"epoch";
 /// is told to resync.
 pub const HISTORY_FLOOR_KEY: &[u8] = b"history_floor";
 
-/// The longest an applied batch stays non-durable: bounds how much of the
-/// log a restart applies again.
-pub const DURABLE_EVERY: Duration = Duration::from_secs(1);
+/// Entries applied without a durable commit, at most: bounds how much of
+/// the log a restart applies again (about a second of replay) by its
+/// amount, not by time. A durable commit writes every page the commits
+/// since the last one changed while the partition's applies wait, so its
+/// pause grows far slower than the entries between them (hot pages are
+/// written once): a few long-spaced commits cost writers much less latency
+/// than one every second (docs/projection-store.md, "Durable commits").
+pub const DURABLE_AFTER_ENTRIES: u64 = 50_000;
+
+/// The longest applied entries stay non-durable, however few.
+pub const DURABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// Rows an install commits at once, so installing a large snapshot never
 /// holds it whole in a transaction's memory.
@@ -161,9 +170,16 @@ pub type Row = (u8, Vec<u8>, Vec<u8>);
 pub struct Store {
     /// The redb database.
     db: Database,
-    /// When the last durable commit was made. A std `Mutex`: only the apply
-    /// path takes it, briefly, never across an `.await`.
-    last_durable: Mutex<Instant>,
+    /// Since the last durable commit. A std `Mutex`: only the apply path
+    /// takes it, briefly, never across an `.await`.
+    since_durable: Mutex<SinceDurable>,
+}
+
+/// What was applied since the last durable commit.
+#[derive(Debug)]
+struct SinceDurable {
+    at: Instant,
+    entries: u64,
 }
 
 impl Store {
@@ -180,7 +196,10 @@ impl Store {
         txn.commit()?;
         Ok(Store {
             db,
-            last_durable: Mutex::new(Instant::now()),
+            since_durable: Mutex::new(SinceDurable {
+                at: Instant::now(),
+                entries: 0,
+            }),
         })
     }
 
@@ -198,20 +217,25 @@ impl Store {
         Ok(txn)
     }
 
-    /// Commits `txn`, durably if the last durable commit is older than
-    /// [`DURABLE_EVERY`].
-    pub fn commit(&self, mut txn: WriteTransaction) -> Result<(), StoreError> {
-        let mut last = self
-            .last_durable
+    /// Commits `txn`, which applied `entries` log entries: durably once
+    /// [`DURABLE_AFTER_ENTRIES`] or [`DURABLE_AFTER`] has passed since the
+    /// last durable commit.
+    pub fn commit(&self, mut txn: WriteTransaction, entries: u64) -> Result<(), StoreError> {
+        let mut since = self
+            .since_durable
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.elapsed() >= DURABLE_EVERY {
+        since.entries += entries;
+        if since.entries >= DURABLE_AFTER_ENTRIES || since.at.elapsed() >= DURABLE_AFTER {
             txn.set_durability(Durability::Immediate)?;
             // Saves the allocator state with the commit, so reopening after
             // a crash needs no full repair scan (docs/projection-store.md).
             txn.set_quick_repair(true);
             txn.commit()?;
-            *last = Instant::now();
+            *since = SinceDurable {
+                at: Instant::now(),
+                entries: 0,
+            };
         } else {
             txn.commit()?;
         }
