@@ -41,6 +41,12 @@ pub(crate) static DELIVERY_SECONDS: LazyLock<Histogram> =
 static DELIVERIES_TIMED: AtomicU64 = AtomicU64::new(0);
 static DELIVERY_MICROS: AtomicU64 = AtomicU64::new(0);
 
+/// How long each durable commit of a projection store took: while it runs,
+/// its partition applies nothing (docs/projection-store.md, "Durable
+/// commits in the node").
+pub(crate) static DURABLE_COMMIT_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(exponential_buckets(0.000_5, 2.0, 14)));
+
 /// Subscriptions closed because they could not keep up.
 pub(crate) static SLOW_SUBSCRIBERS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
@@ -85,6 +91,11 @@ pub fn register(registry: &mut Registry) {
         "missive_delivery_seconds",
         "From an event's commit timestamp to its hand-off to subscriptions",
         DELIVERY_SECONDS.clone(),
+    );
+    registry.register(
+        "missive_store_durable_commit_seconds",
+        "Durable commits of the projection stores; the partition's applies wait for each",
+        DURABLE_COMMIT_SECONDS.clone(),
     );
     registry.register(
         "missive_slow_subscribers",

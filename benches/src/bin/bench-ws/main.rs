@@ -33,7 +33,11 @@
 //!   send time to the partner's `event` frame (no coordinated omission).
 //!   First the offered rate doubles from 1,250 msg/s until a step is not
 //!   sustained (module `load` says when), then the goal rate (5,000 msg/s)
-//!   runs a few times. After each step the generator waits until the
+//!   runs a few times, then once for longer (the soak: 60 s, `--quick`
+//!   20 s), long enough to hold the node's periodic work — a durable
+//!   commit of a partition's projection store comes every 50,000 of its
+//!   entries; the node's `/metrics` says how many fell inside it. The
+//!   latency goal is judged on the worse of the runs' median and the soak. After each step the generator waits until the
 //!   backlog, if any, is delivered.
 //! - **Bare relay** (module `relay`): the same generator and frames against
 //!   an axum WebSocket server (this executable, run as a child process)
@@ -123,6 +127,10 @@ pub(crate) struct Plan {
     pub(crate) drain: Duration,
     /// The step-up's highest offered rate.
     pub(crate) max_rate: f64,
+    /// The last run at the goal rate, measured for this long: long enough
+    /// for the node's periodic work (a projection store's durable commit
+    /// comes every 50,000 entries of a partition) to fall inside it.
+    pub(crate) soak: Duration,
 }
 
 impl Plan {
@@ -137,6 +145,7 @@ impl Plan {
                 window: Duration::from_secs(3),
                 drain: Duration::from_secs(1),
                 max_rate: 40_000.0,
+                soak: Duration::from_secs(20),
             }
         } else {
             Plan {
@@ -148,6 +157,7 @@ impl Plan {
                 window: Duration::from_secs(5),
                 drain: Duration::from_secs(2),
                 max_rate: 160_000.0,
+                soak: Duration::from_secs(60),
             }
         }
     }
@@ -325,6 +335,31 @@ async fn deliver(
         d.at_goal
             .push(step(&mut fleet, GOAL_RATE, plan, pids).await?);
         missive.check_alive()?;
+    }
+    let soak = Plan {
+        window: plan.soak,
+        ..plan
+    };
+    // Only the node has durable commits to count (the relay's pid slot
+    // holds no node).
+    let node = pids[0] != u32::MAX;
+    let before = if node {
+        Some(missive.durable_commits()?)
+    } else {
+        None
+    };
+    d.soak = Some(step(&mut fleet, GOAL_RATE, soak, pids).await?);
+    missive.check_alive()?;
+    if let Some(before) = before {
+        let after = missive.durable_commits()?;
+        let (n, secs) = (after.0 - before.0, after.1 - before.1);
+        eprintln!(
+            "{:<10} durable commits of the projection stores during the {}-s run: {n:.0}, {:.1} ms each on average",
+            fleet.name,
+            plan.soak.as_secs(),
+            if n > 0.0 { secs / n * 1e3 } else { 0.0 }
+        );
+        d.durable_commits = Some((n, secs));
     }
     Ok(d)
 }

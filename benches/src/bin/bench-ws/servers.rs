@@ -36,6 +36,8 @@ struct Process {
 pub(crate) struct Missive {
     /// The gateway's WebSocket address (`/ws`).
     pub(crate) gateway: SocketAddr,
+    /// The node's own HTTP listener (`/metrics`).
+    http: SocketAddr,
     node: Process,
     gateway_process: Process,
 }
@@ -53,6 +55,7 @@ impl Missive {
     ) -> Result<Missive> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let grpc = format!("127.0.0.1:{}", free_port()?);
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let node = spawn(
             "missive serve",
             binary,
@@ -62,7 +65,7 @@ impl Missive {
                 .arg("--data")
                 .arg(dir.join("data"))
                 .args(["--grpc", &grpc])
-                .args(["--http", &format!("127.0.0.1:{}", free_port()?)])
+                .args(["--http", &http.to_string()])
                 .args(["--internal", &format!("127.0.0.1:{}", free_port()?)])
                 .env(JWT_SECRET_ENV, jwt_secret),
         )?;
@@ -79,11 +82,30 @@ impl Missive {
         )?;
         let mut missive = Missive {
             gateway,
+            http,
             node,
             gateway_process,
         };
         missive.await_healthy()?;
         Ok(missive)
+    }
+
+    /// The node's durable commits of its projection stores so far: how
+    /// many, and the seconds they took (its `/metrics`).
+    pub(crate) fn durable_commits(&self) -> Result<(f64, f64)> {
+        let body = get(self.http, "/metrics")?;
+        let series = |name: &str| -> Result<f64> {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .with_context(|| format!("{name} is not in the node's /metrics"))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{name} is not a number"))
+        };
+        Ok((
+            series("missive_store_durable_commit_seconds_count")?,
+            series("missive_store_durable_commit_seconds_sum")?,
+        ))
     }
 
     /// The gateway process's id.
@@ -183,12 +205,21 @@ fn spawn(name: &'static str, binary: &Path, log: &Path, cmd: &mut Command) -> Re
 
 /// True when `GET /healthz` at `addr` answers 200.
 fn healthz(addr: SocketAddr) -> Result<bool> {
+    Ok(get(addr, "/healthz")?.starts_with("HTTP/1.1 200"))
+}
+
+/// A plain HTTP/1.1 GET: the whole answer, status line and headers
+/// included.
+fn get(addr: SocketAddr, path: &str) -> Result<String> {
     let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )?;
     let mut answer = Vec::new();
     tcp.read_to_end(&mut answer)?;
-    Ok(answer.starts_with(b"HTTP/1.1 200"))
+    Ok(String::from_utf8_lossy(&answer).into_owned())
 }
 
 /// The resident memory of process `pid` (VmRSS), in KiB.
