@@ -285,6 +285,30 @@ impl Cluster {
         })
     }
 
+    /// Each node's state, term, leader, last log and commit index, for a
+    /// failure's message.
+    fn views(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| match m.running.as_ref() {
+                None => format!("{}: down", m.id),
+                Some(run) => {
+                    let x = run.raft.metrics().borrow_watched().clone();
+                    format!(
+                        "{}: {:?} term {} leader {:?} last log {:?} locally committed {:?}",
+                        m.id,
+                        x.state,
+                        x.current_term,
+                        x.current_leader,
+                        x.last_log_index,
+                        x.local_committed.map(|c| c.index)
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     async fn wait_leader(&self) -> anyhow::Result<NodeId> {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -465,7 +489,9 @@ async fn minority_commits_nothing(
         }
         ensure!(
             Instant::now() < deadline,
-            "the majority committed nothing within {WAIT:?} while node {lonely} was isolated"
+            "the majority committed nothing within {WAIT:?} while node {lonely} was isolated; \
+             the nodes then: {}",
+            cluster.views()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
