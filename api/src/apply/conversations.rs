@@ -260,7 +260,7 @@ pub(super) fn set_role(
         }),
     )?;
     target.role = role as i32;
-    t.put_member(conv, &c.user, &target)?;
+    t.update_member(conv, &c.user, &target)?;
     t.put_conversation(conv, &head)?;
     Ok(Ok(Applied {
         reply: event_reply(&event),

@@ -106,7 +106,7 @@ pub(super) fn send(
     if let Some(mut me) = t.member(conv, ctx.actor)? {
         me.delivered_up_to = me.delivered_up_to.max(event.seq);
         me.read_up_to = me.read_up_to.max(event.seq);
-        t.put_member(conv, ctx.actor, &me)?;
+        t.update_member(conv, ctx.actor, &me)?;
     }
     Ok(Ok(Applied {
         reply: event_reply(&event),

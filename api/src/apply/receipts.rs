@@ -57,7 +57,7 @@ pub(super) fn mark(
     )?;
     me.delivered_up_to = delivered;
     me.read_up_to = read;
-    t.put_member(conv, ctx.actor, &me)?;
+    t.update_member(conv, ctx.actor, &me)?;
     t.put_conversation(conv, &head)?;
     Ok(Ok(Applied {
         reply: event_reply(&event),

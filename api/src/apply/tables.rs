@@ -167,6 +167,18 @@ impl<'t> Tables<'t> {
             .insert(&keys::pair(user, conv), &r.left_seq.to_be_bytes())
     }
 
+    /// Rewrites a member whose membership (`left_seq`) did not change: its
+    /// watermarks or role. The reverse index holds only `left_seq`, so it
+    /// is left alone — one table fewer written by every send and receipt.
+    pub fn update_member(
+        &mut self,
+        conv: &str,
+        user: &str,
+        r: &pb::MemberRecord,
+    ) -> Result<(), StoreError> {
+        self.members.put(&keys::pair(conv, user), r)
+    }
+
     pub fn message(&self, conv: &str, seq: u64) -> Result<Option<pb::MessageRecord>, StoreError> {
         self.messages.get(&keys::seq(conv, seq))
     }
