@@ -144,11 +144,7 @@ impl Link {
         let conn = self.conn().await?;
         let (tx, rx) = oneshot::channel();
         let id = conn.register(Waiter::Call(tx))?;
-        let _forget = Forget {
-            conn: &conn,
-            id,
-            cancel: false,
-        };
+        let _forget = Forget { conn: &conn, id };
         conn.send(pb::LinkRequest {
             id,
             kind: Some(Up::Call(pb::LinkCall {
@@ -241,19 +237,16 @@ impl Conn {
     }
 }
 
-/// Forgets a request whose caller went away (a timeout, a closed
-/// connection); a subscription is also cancelled at the node.
+/// Forgets a call whose caller went away (a timeout, a closed
+/// connection); the node still finishes it.
 struct Forget<'a> {
     conn: &'a Conn,
     id: u64,
-    cancel: bool,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        if self.conn.forget(self.id).is_some() && self.cancel {
-            self.conn.cancel(self.id);
-        }
+        self.conn.forget(self.id);
     }
 }
 
@@ -283,11 +276,10 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        drop(Forget {
-            conn: &self.conn,
-            id: self.id,
-            cancel: true,
-        });
+        // Still waited on here: the node has not ended it, so it is told to.
+        if self.conn.forget(self.id).is_some() {
+            self.conn.cancel(self.id);
+        }
     }
 }
 

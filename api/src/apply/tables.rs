@@ -161,7 +161,7 @@ impl<'t> Tables<'t> {
         user: &str,
         r: &pb::MemberRecord,
     ) -> Result<(), StoreError> {
-        self.members.put(&keys::pair(conv, user), r)?;
+        self.update_member(conv, user, r)?;
         // The reverse index: the seq that removed the user, or 0.
         self.user_conversations
             .insert(&keys::pair(user, conv), &r.left_seq.to_be_bytes())
