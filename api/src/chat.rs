@@ -275,19 +275,18 @@ impl Chat {
     /// is already applied and this returns at once. Past the bound the write
     /// still succeeded — it is committed — so the reply goes out anyway.
     async fn wait_applied(&self, p: u32, index: u64) {
-        let raft = match self.inner.node.raft(p) {
-            Ok(r) => r,
+        let sm = match self.inner.node.state_machine(p) {
+            Ok(sm) => sm,
             Err(e) => {
                 tracing::warn!(partition = p, error = %e, "waiting for a local apply");
                 return;
             }
         };
-        if let Err(e) = raft
-            .wait(Some(APPLY_WAIT))
-            .applied_index_at_least(Some(index), "a write applied on this node")
-            .await
-        {
-            tracing::warn!(partition = p, index, error = %e, "this node lags behind its write");
+        // The state machine's own watermark, not openraft's applied index:
+        // that one counts entries queued for a group commit, which readers
+        // do not see until it is flushed.
+        if !sm.wait_applied(index, APPLY_WAIT).await {
+            tracing::warn!(partition = p, index, "this node lags behind its write");
         }
     }
 

@@ -33,6 +33,11 @@ pub(crate) static LOG_APPEND_SECONDS: LazyLock<Histogram> =
 pub(crate) static LOG_APPEND_ENTRIES: LazyLock<Histogram> =
     LazyLock::new(|| Histogram::new(exponential_buckets(1.0, 2.0, 13)));
 
+/// Entries per group commit of a state machine: how many one flush of the
+/// projections carries (see `sm_store`).
+pub(crate) static APPLY_GROUP_ENTRIES: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(exponential_buckets(1.0, 2.0, 13)));
+
 /// A write through this node, from the call to the state machine's reply
 /// (replicated, committed and applied on the leader), forwards included.
 pub(crate) static COMMIT_SECONDS: LazyLock<Histogram> =
@@ -83,6 +88,11 @@ pub fn register(registry: &mut Registry) {
         "missive_log_append_entries",
         "Entries made durable by one raft log group commit",
         LOG_APPEND_ENTRIES.clone(),
+    );
+    registry.register(
+        "missive_apply_group_entries",
+        "Entries applied and made visible by one flush of a state machine",
+        APPLY_GROUP_ENTRIES.clone(),
     );
     registry.register(
         "missive_raft_commit_seconds",

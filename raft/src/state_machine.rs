@@ -20,8 +20,19 @@
 //! - **Bounded memory.** A snapshot is written to and read from a stream; a
 //!   large state is never built whole in memory.
 //!
-//! The trait is synchronous: the adapter calls it from tokio's blocking
-//! pool, one call at a time, so an implementation may do blocking I/O.
+//! The trait is synchronous: the adapter calls it from a thread of its own,
+//! one call at a time, so an implementation may do blocking I/O.
+//!
+//! # Group commit
+//!
+//! `apply` may leave its changes pending — written, but not yet made
+//! visible to readers (an open write transaction) — and [`StateMachine::flush`]
+//! makes them visible. The adapter applies every batch waiting for it
+//! (bounded) and then flushes once, so under load one commit carries many
+//! batches, and when idle every batch is flushed at once. No reply leaves,
+//! and nothing else sees the state machine (`begin_snapshot`,
+//! `install_snapshot`, `applied_state`, readers through the adapter),
+//! before the flush.
 
 use std::io::{Read, Write};
 
@@ -65,6 +76,13 @@ pub trait StateMachine: Send + 'static {
         commands: &[CommandEntry<'_>],
         after: &AppliedState,
     ) -> Result<Vec<Reply>, BoxError>;
+
+    /// Makes the changes of every `apply` since the last flush visible,
+    /// atomically with the last `after` they stored. The default, for state
+    /// machines whose `apply` leaves nothing pending, does nothing.
+    fn flush(&mut self) -> Result<(), BoxError> {
+        Ok(())
+    }
 
     /// Takes a consistent view of the current state (for example a read
     /// transaction). It should be quick: applying waits meanwhile. The view

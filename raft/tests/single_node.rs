@@ -152,6 +152,22 @@ async fn a_single_node_commits_snapshots_purges_and_restarts_from_its_directory(
         .await
         .expect("read state machine");
     assert_eq!(written_at["a"], 1_700_000_000_500);
+    // The store's own watermark: the last write is applied and flushed;
+    // an entry nobody wrote is not.
+    let (applied, beyond) = raft
+        .with_state_machine(move |sm| {
+            Box::pin(async move {
+                (
+                    sm.wait_applied(last.index, Duration::from_secs(10)).await,
+                    sm.wait_applied(last.index + 100, Duration::from_millis(50))
+                        .await,
+                )
+            })
+        })
+        .await
+        .expect("wait in the state machine");
+    assert!(applied, "the last write is not visible after its reply");
+    assert!(!beyond, "an entry never written counts as applied");
     assert_eq!(map, BTreeMap::from([("a".to_string(), "2".to_string())]));
 
     // A snapshot, then a purge of everything it covers.

@@ -7,15 +7,17 @@
 //!   and the entry (actor, ids and the leader's timestamp are in it). A
 //!   refusal ([`Rejected`]) is deterministic too, and changes nothing:
 //!   every handler checks everything before it writes.
-//! - **Atomic with its position.** One write transaction per batch holds the
-//!   batch's changes and the applied state after it.
+//! - **Atomic with its position.** One write transaction holds the changes
+//!   and the applied state after them: the batches of one group commit
+//!   (`apply` leaves the transaction open, `flush` commits it; see
+//!   missive-raft's `sm_store`).
 //! - **Gapless seqs.** Each event of a conversation takes the conversation's
 //!   next seq, from 1; a refused command takes none.
 //! - **O(1) writes per message**, whatever the group's size: a send writes
 //!   the message, its event, the conversation head, the sender's watermarks
 //!   and its idempotency row. Inboxes are built on read.
 //!
-//! After committing, the batch's events go to the node's [`Hub`] for live
+//! After committing, the group's events go to the node's [`Hub`] for live
 //! subscribers.
 //!
 //! # Layout
@@ -43,7 +45,7 @@ use missive_proto::v1 as pb;
 use missive_proto::v1::chat_command::Op;
 use missive_raft::{AppliedState, BoxError, CommandEntry, Reply, SnapshotSource, StateMachine};
 use prost::Message;
-use redb::ReadTransaction;
+use redb::{ReadTransaction, WriteTransaction};
 
 use self::tables::Tables;
 use crate::error::Rejected;
@@ -85,6 +87,26 @@ pub struct ChatStateMachine {
     partition: u32,
     /// Where committed events go for live subscribers.
     hub: Arc<Hub>,
+    /// What `apply` wrote and `flush` commits.
+    pending: Option<Pending>,
+}
+
+/// An open write transaction: the batches applied since the last flush.
+struct Pending {
+    txn: WriteTransaction,
+    /// Log entries it applied.
+    entries: u64,
+    /// Their events, published once committed.
+    published: Vec<Published>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("entries", &self.entries)
+            .field("published", &self.published.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ChatStateMachine {
@@ -95,6 +117,7 @@ impl ChatStateMachine {
             store: OnceLock::new(),
             partition,
             hub,
+            pending: None,
         }
     }
 
@@ -216,12 +239,17 @@ impl StateMachine for ChatStateMachine {
         commands: &[CommandEntry<'_>],
         after: &AppliedState,
     ) -> Result<Vec<Reply>, BoxError> {
-        let store = self.store()?;
-        let txn = store.write()?;
+        let mut pending = match self.pending.take() {
+            Some(p) => p,
+            None => Pending {
+                txn: self.store()?.write()?,
+                entries: 0,
+                published: Vec::new(),
+            },
+        };
         let mut replies = Vec::with_capacity(commands.len());
-        let mut published = Vec::new();
         {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&pending.txn)?;
             for c in commands {
                 let outcome = match pb::ChatCommand::decode(c.command.body.as_slice()) {
                     Ok(cmd) => {
@@ -240,7 +268,7 @@ impl StateMachine for ChatStateMachine {
                 let reply = match outcome {
                     Ok(applied) => {
                         if let Some(event) = applied.event {
-                            published.push(Published {
+                            pending.published.push(Published {
                                 index: c.log_id.index,
                                 event,
                             });
@@ -255,14 +283,26 @@ impl StateMachine for ChatStateMachine {
             }
             t.meta.insert(store::APPLIED_KEY, &after.encode())?;
         }
-        store.commit(txn, commands.len() as u64)?;
-        if !published.is_empty() {
-            self.hub.publish(self.partition, published);
-        }
+        pending.entries += commands.len() as u64;
+        self.pending = Some(pending);
         Ok(replies)
     }
 
+    fn flush(&mut self) -> Result<(), BoxError> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        self.store()?.commit(pending.txn, pending.entries)?;
+        if !pending.published.is_empty() {
+            self.hub.publish(self.partition, pending.published);
+        }
+        Ok(())
+    }
+
     fn begin_snapshot(&mut self) -> Result<ProjectionView, BoxError> {
+        // missive-raft flushes before it takes a view; this keeps the view
+        // whole for any other caller.
+        self.flush()?;
         Ok(ProjectionView(self.store()?.read()?))
     }
 
@@ -271,6 +311,9 @@ impl StateMachine for ChatStateMachine {
         state: &AppliedState,
         data: &mut dyn Read,
     ) -> Result<(), BoxError> {
+        // Whatever is pending is replaced by the snapshot anyway; committing
+        // it first keeps redb's one writer free for the install.
+        self.flush()?;
         self.store()?.install(data, &state.encode())?;
         Ok(())
     }

@@ -314,6 +314,7 @@ fn flush(
         .collect();
     let replies = sm
         .apply(&commands, &pending.state)
+        .and_then(|replies| sm.flush().map(|()| replies))
         .map_err(|e| OfflineError::Apply(e.to_string()))?;
     if replies.len() != commands.len() {
         return Err(OfflineError::Apply(format!(

@@ -98,6 +98,7 @@ pub fn seed_restored(
     })?;
     // The new position, through the state machine's own write (no command).
     sm.apply(&[], state)
+        .and_then(|_| sm.flush())
         .map_err(|e| OfflineError::Apply(e.to_string()))?;
     let s = sm.store()?;
     let txn = s.write()?;

@@ -343,6 +343,7 @@ fn flush(sm: &mut ChatStateMachine, pending: &mut Batch, pass: &mut Pass) -> Res
     };
     let replies = sm
         .apply(&commands, &after)
+        .and_then(|replies| sm.flush().map(|()| replies))
         .map_err(|e| anyhow!("apply: {e}"))?;
     if replies.len() != commands.len() {
         bail!("{} replies to {} commands", replies.len(), commands.len());
