@@ -113,26 +113,44 @@ impl Work {
 
 /// The index of the last entry applied and flushed: what readers see.
 struct Visible {
-    /// For async waiters.
+    /// The index, and what async waiters wait on.
     watch: watch::Sender<u64>,
-    /// For blocking waiters ([`StateMachineStore::read`]).
-    index: Mutex<u64>,
-    changed: Condvar,
+    /// What blocking waiters ([`StateMachineStore::read`]) wait on; the
+    /// mutex guards no data, only the wait against a missed `set`.
+    changed: (Mutex<()>, Condvar),
 }
 
 impl Visible {
     fn new(index: u64) -> Self {
         Visible {
             watch: watch::Sender::new(index),
-            index: Mutex::new(index),
-            changed: Condvar::new(),
+            changed: (Mutex::new(()), Condvar::new()),
         }
     }
 
+    fn get(&self) -> u64 {
+        *self.watch.borrow()
+    }
+
     fn set(&self, index: u64) {
-        *lock(&self.index) = index;
-        self.changed.notify_all();
+        let guard = lock(&self.changed.0);
         self.watch.send_replace(index);
+        drop(guard);
+        self.changed.1.notify_all();
+    }
+
+    /// Blocks until the index reaches `target` or `stop` says to give up
+    /// (checked at least every 100 ms).
+    fn wait_blocking(&self, target: u64, stop: impl Fn() -> bool) {
+        let mut guard = lock(&self.changed.0);
+        while self.get() < target && !stop() {
+            guard = self
+                .changed
+                .1
+                .wait_timeout(guard, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 }
 
@@ -271,18 +289,9 @@ impl<SM: StateMachine> StateMachineStore<SM> {
     /// idle and `f` is quick.
     pub fn read<R>(&self, f: impl FnOnce(&SM) -> R) -> R {
         let target = self.inner.queued.load(Ordering::Acquire);
-        let mut visible = lock(&self.inner.visible.index);
-        while *visible < target && lock(&self.inner.failed).is_none() {
-            // Woken by every flush; the timeout only rechecks `failed`.
-            visible = self
-                .inner
-                .visible
-                .changed
-                .wait_timeout(visible, Duration::from_millis(100))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        drop(visible);
+        self.inner
+            .visible
+            .wait_blocking(target, || lock(&self.inner.failed).is_some());
         f(&lock(&self.inner.sm))
     }
 
@@ -291,6 +300,10 @@ impl<SM: StateMachine> StateMachineStore<SM> {
     /// applied index does not promise (it counts queued batches). Returns
     /// whether it is.
     pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        // The usual case on the node that applied it: no waiting at all.
+        if self.inner.visible.get() >= index {
+            return true;
+        }
         let mut rx = self.inner.visible.watch.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|v| *v >= index))
             .await

@@ -11,9 +11,9 @@
 //! projection commit need not be: applies commit with redb's
 //! `Durability::None` and one commit in a while is made durable (see
 //! [`Store::commit`]): after [`DURABLE_AFTER_ENTRIES`] entries, or
-//! [`DURABLE_AFTER`] at the latest. After a crash redb opens at its last durable commit,
-//! whose `applied` state says where it stands, and Raft applies the log
-//! again from there. The state and its position are always in one
+//! [`DURABLE_AFTER`] at the latest. After a crash redb opens at its last
+//! durable commit, whose `applied` state says where it stands, and Raft
+//! applies the log again from there. The state and its position are always in one
 //! transaction, so they never disagree.
 //!
 //! # Snapshots

@@ -37,8 +37,9 @@
 //!   20 s), long enough to hold the node's periodic work — a durable
 //!   commit of a partition's projection store comes every 50,000 of its
 //!   entries; the node's `/metrics` says how many fell inside it. The
-//!   latency goal is judged on the worse of the runs' median and the soak. After each step the generator waits until the
-//!   backlog, if any, is delivered.
+//!   latency goal is judged on the worse of the runs' median and the soak.
+//!   After each step the generator waits until the backlog, if any, is
+//!   delivered.
 //! - **Bare relay** (module `relay`): the same generator and frames against
 //!   an axum WebSocket server (this executable, run as a child process)
 //!   that forwards each text frame
