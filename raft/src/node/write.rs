@@ -108,7 +108,11 @@ impl<SM: StateMachine> Node<SM> {
             Err(s)
                 if matches!(
                     s.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Aborted
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Aborted
+                        // The connection closed mid-call (the leader stopping).
+                        | tonic::Code::Cancelled
                 ) =>
             {
                 Err(Error::OutcomeUnknown {
