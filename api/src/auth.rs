@@ -8,7 +8,15 @@
 //!
 //! `missive token` mints HS256 tokens for development with
 //! [`Auth::mint`].
+//!
+//! A client sends the same token with every call (a gateway's link carries
+//! one per request), and checking one — base64, two JSON documents, the
+//! signature — costs more than many a call's own work. Tokens that verified
+//! are remembered by their BLAKE3 hash with their expiry, in a bounded
+//! cache; a remembered token is still refused once it expires.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -47,6 +55,13 @@ pub enum AuthError {
     CannotMint,
 }
 
+/// Seconds of clock skew allowed on `exp`.
+const LEEWAY_SECS: u64 = 30;
+
+/// Verified tokens remembered per generation; at most twice this many are
+/// held.
+const VERIFIED_PER_GENERATION: usize = 16_384;
+
 /// The configured key.
 #[derive(Clone)]
 pub struct Auth {
@@ -54,6 +69,64 @@ pub struct Auth {
     /// Only for an HS256 secret: the same key signs.
     encoding: Option<EncodingKey>,
     validation: Validation,
+    verified: Arc<Verified>,
+}
+
+/// Tokens that verified, by the BLAKE3 hash of the token, with the caller
+/// and `exp` they carry. Two generations: when the newer fills, the older
+/// is dropped and the newer takes its place, so a token in use stays (a hit
+/// in the older moves it to the newer) and memory stays bounded.
+#[derive(Debug, Default)]
+struct Verified {
+    generations: Mutex<[Generation; 2]>,
+}
+
+/// Token hash → (caller, `exp`).
+type Generation = HashMap<[u8; 32], (Caller, u64)>;
+
+impl Verified {
+    fn get(&self, key: &[u8; 32], now: u64) -> Option<Caller> {
+        let mut g = self.generations.lock().ok()?;
+        let (caller, exp) = match g[0].get(key) {
+            Some(hit) => hit.clone(),
+            None => {
+                let hit = g[1].remove(key)?;
+                Self::insert(&mut g, *key, hit.clone());
+                hit
+            }
+        };
+        // As jsonwebtoken's check: expired once `exp` is more than the
+        // leeway in the past.
+        (exp >= now.saturating_sub(LEEWAY_SECS)).then_some(caller)
+    }
+
+    fn put(&self, key: [u8; 32], caller: Caller, exp: u64) {
+        if let Ok(mut g) = self.generations.lock() {
+            Self::insert(&mut g, key, (caller, exp));
+        }
+    }
+
+    fn insert(g: &mut [Generation; 2], key: [u8; 32], v: (Caller, u64)) {
+        if g[0].len() >= VERIFIED_PER_GENERATION {
+            g[1] = std::mem::take(&mut g[0]);
+        }
+        g[0].insert(key, v);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.generations
+            .lock()
+            .map(|g| g[0].len() + g[1].len())
+            .unwrap_or(0)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl std::fmt::Debug for Auth {
@@ -77,6 +150,7 @@ impl Auth {
             decoding: DecodingKey::from_secret(secret),
             encoding: Some(EncodingKey::from_secret(secret)),
             validation: validation(Algorithm::HS256),
+            verified: Arc::default(),
         })
     }
 
@@ -86,6 +160,7 @@ impl Auth {
             decoding: DecodingKey::from_ed_pem(pem).map_err(|e| AuthError::Key(e.to_string()))?,
             encoding: None,
             validation: validation(Algorithm::EdDSA),
+            verified: Arc::default(),
         })
     }
 
@@ -95,11 +170,16 @@ impl Auth {
             decoding: DecodingKey::from_rsa_pem(pem).map_err(|e| AuthError::Key(e.to_string()))?,
             encoding: None,
             validation: validation(Algorithm::RS256),
+            verified: Arc::default(),
         })
     }
 
     /// Verifies a token and returns its caller.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let key = *blake3::hash(token.as_bytes()).as_bytes();
+        if let Some(caller) = self.verified.get(&key, unix_now()) {
+            return Ok(caller);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let device = data
@@ -109,10 +189,12 @@ impl Auth {
         validate::id("user", &data.claims.sub)
             .and_then(|()| validate::id("device", &device))
             .map_err(|r| AuthError::Invalid(r.message))?;
-        Ok(Caller {
+        let caller = Caller {
             user: data.claims.sub,
             device,
-        })
+        };
+        self.verified.put(key, caller.clone(), data.claims.exp);
+        Ok(caller)
     }
 
     /// Verifies the `authorization` metadata value.
@@ -135,10 +217,7 @@ impl Auth {
         if let Some(d) = device {
             validate::id("device", d).map_err(|r| AuthError::Invalid(r.message))?;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = unix_now();
         let claims = Claims {
             sub: user.to_owned(),
             device: device.map(str::to_owned),
@@ -171,7 +250,7 @@ impl Auth {
 fn validation(alg: Algorithm) -> Validation {
     let mut v = Validation::new(alg);
     v.set_required_spec_claims(&["exp", "sub"]);
-    v.leeway = 30;
+    v.leeway = LEEWAY_SECS;
     v
 }
 
@@ -220,5 +299,47 @@ mod tests {
         .expect("encode");
         assert!(auth.verify(&expired).is_err());
         assert!(Auth::hs256(b"short").is_err());
+    }
+
+    #[test]
+    fn a_remembered_token_is_refused_once_it_expires() {
+        let auth = Auth::hs256(SECRET).expect("secret");
+        let t = auth.mint("alice", None, 60).expect("mint");
+        let key = *blake3::hash(t.as_bytes()).as_bytes();
+        assert_eq!(auth.verify(&t).expect("verify").user, "alice");
+        let now = unix_now();
+        assert!(auth.verified.get(&key, now).is_some(), "remembered");
+        // Within the leeway after `exp`, still accepted; past it, refused.
+        assert!(auth.verified.get(&key, now + 60 + LEEWAY_SECS).is_some());
+        assert!(auth.verified.get(&key, now + 62 + LEEWAY_SECS).is_none());
+        // A token that fails is not remembered, and a forged one does not
+        // match a remembered one.
+        let forged = format!("{t}x");
+        assert!(auth.verify(&forged).is_err());
+        assert_eq!(auth.verified.len(), 1);
+    }
+
+    #[test]
+    fn the_cache_of_verified_tokens_is_bounded() {
+        let v = Verified::default();
+        let caller = Caller {
+            user: "u".into(),
+            device: "d".into(),
+        };
+        for i in 0..(3 * VERIFIED_PER_GENERATION as u64) {
+            let key = *blake3::hash(&i.to_le_bytes()).as_bytes();
+            v.put(key, caller.clone(), u64::MAX);
+        }
+        assert!(v.len() <= 2 * VERIFIED_PER_GENERATION);
+        // The latest is there, the first long gone.
+        let last = (3 * VERIFIED_PER_GENERATION as u64) - 1;
+        assert!(
+            v.get(blake3::hash(&last.to_le_bytes()).as_bytes(), 0)
+                .is_some()
+        );
+        assert!(
+            v.get(blake3::hash(&0u64.to_le_bytes()).as_bytes(), 0)
+                .is_none()
+        );
     }
 }

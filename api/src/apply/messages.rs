@@ -12,19 +12,20 @@ use crate::limits::{MAX_CLIENT_MSG_ID_BYTES, MAX_EMOJI_BYTES};
 use crate::store::{StoreError, keys};
 use crate::validate;
 
-/// The conversation's head, if the actor is a member of it now.
+/// The conversation's head and the actor's membership, if the actor is a
+/// member of it now.
 fn member_head(
     t: &Tables<'_>,
     ctx: &Ctx<'_>,
     conv: &str,
-) -> Result<Result<pb::ConversationRecord, Rejected>, StoreError> {
+) -> Result<Result<(pb::ConversationRecord, pb::MemberRecord), Rejected>, StoreError> {
     let Some(head) = t.conversation(conv)? else {
         return Ok(Err(Rejected::not_found("no such conversation")));
     };
-    if t.active_member(conv, ctx.actor)?.is_none() {
+    let Some(me) = t.active_member(conv, ctx.actor)? else {
         return Ok(Err(Rejected::denied("not a member of the conversation")));
-    }
-    Ok(Ok(head))
+    };
+    Ok(Ok((head, me)))
 }
 
 pub(super) fn send(
@@ -41,8 +42,8 @@ pub(super) fn send(
         return Ok(Err(r));
     }
     let conv = c.conversation_id.as_str();
-    let mut head = match member_head(t, ctx, conv)? {
-        Ok(h) => h,
+    let (mut head, mut me) = match member_head(t, ctx, conv)? {
+        Ok(found) => found,
         Err(r) => return Ok(Err(r)),
     };
     let sent_key = keys::triple(conv, ctx.actor, &c.client_msg_id);
@@ -103,11 +104,9 @@ pub(super) fn send(
     head.last_activity_ms = ctx.now_ms;
     t.put_conversation(conv, &head)?;
     // The sender has seen everything up to its own message.
-    if let Some(mut me) = t.member(conv, ctx.actor)? {
-        me.delivered_up_to = me.delivered_up_to.max(event.seq);
-        me.read_up_to = me.read_up_to.max(event.seq);
-        t.update_member(conv, ctx.actor, &me)?;
-    }
+    me.delivered_up_to = me.delivered_up_to.max(event.seq);
+    me.read_up_to = me.read_up_to.max(event.seq);
+    t.update_member(conv, ctx.actor, &me)?;
     Ok(Ok(Applied {
         reply: event_reply(&event),
         event: Some(event),
@@ -139,7 +138,7 @@ fn target(
     seq: u64,
 ) -> Result<Result<(pb::ConversationRecord, pb::MessageRecord), Rejected>, StoreError> {
     let head = match member_head(t, ctx, conv)? {
-        Ok(h) => h,
+        Ok((head, _)) => head,
         Err(r) => return Ok(Err(r)),
     };
     Ok(live_message(t, conv, seq)?.map(|record| (head, record)))

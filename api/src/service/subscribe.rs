@@ -13,8 +13,11 @@
 //! partition count, or ahead of this node for longer than
 //! [`CATCH_UP_WAIT`], gets `Resync` instead of a replay.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -39,8 +42,8 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, S
 /// to be reached before the client is told to resync.
 pub const CATCH_UP_WAIT: Duration = Duration::from_secs(3);
 
-/// Responses buffered towards the client: the hub's queue behind it is the
-/// bound that counts.
+/// Replayed responses buffered towards the client. Live events are taken
+/// straight off the hub's queue, the bound that counts.
 const OUTPUT_QUEUE: usize = 64;
 
 /// Events fetched from the store at once while replaying.
@@ -113,14 +116,122 @@ pub async fn start(chat: Chat, caller: Caller, since: String) -> Result<EventStr
         tokio::spawn(async move { chat.went_online(&caller).await });
     }
     let (tx, rx) = mpsc::channel(OUTPUT_QUEUE);
+    let stopping = Box::pin(chat.stopping());
     tokio::spawn(async move {
         if let Err(status) = run(&chat, reg, view, since, &tx).await {
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(Step::Item(Err(status))).await;
         }
     });
-    Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|item| (item, rx))
-    })))
+    Ok(Box::pin(Subscription {
+        replay: Some(rx),
+        live: None,
+        stopping,
+        done: false,
+    }))
+}
+
+/// What the replay task hands the stream, in order.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "all but the last step are items; boxing them would allocate per event"
+)]
+enum Step {
+    Item(Result<pb::SubscribeResponse, Status>),
+    /// Caught up: from here the stream reads the hub's deliveries itself.
+    Live(Live),
+}
+
+/// A caught-up subscription's state.
+struct Live {
+    reg: Registration,
+    epoch: u64,
+    /// Per partition, the last log index sent (or replayed).
+    pos: Vec<u64>,
+}
+
+/// The stream `start` returns. The replay runs in a task of its own (it
+/// reads the store on the blocking pool); once caught up, the stream takes
+/// each live event straight off the hub's queue as it is polled — no task
+/// and no second queue between the hub and the caller, which a node pays
+/// for on every event to every subscriber.
+struct Subscription {
+    /// The replay task's output; `None` once live.
+    replay: Option<mpsc::Receiver<Step>>,
+    live: Option<Live>,
+    /// Streams would otherwise stay open on a stopped node (a graceful
+    /// server shutdown waits for them): a live subscription then tells the
+    /// client to go on elsewhere from its token.
+    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// It has sent its last item.
+    done: bool,
+}
+
+impl Stream for Subscription {
+    type Item = Result<pb::SubscribeResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(live) = &mut this.live {
+                if this.stopping.as_mut().poll(cx).is_ready() {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Status::unavailable(format!(
+                        "the node is shutting down; resume with token {}",
+                        token(live.epoch, &live.pos)
+                    )))));
+                }
+                return match live.reg.rx.poll_recv(cx) {
+                    Poll::Ready(Some(d)) => {
+                        if let Some((p, index)) = d.position {
+                            let Some(at) = live.pos.get_mut(p as usize) else {
+                                continue;
+                            };
+                            if index <= *at {
+                                // Already replayed (committed before registering).
+                                continue;
+                            }
+                            *at = index;
+                        }
+                        Poll::Ready(Some(Ok(pb::SubscribeResponse {
+                            kind: Some(Kind::Event((*d.event).clone())),
+                            token: token(live.epoch, &live.pos),
+                        })))
+                    }
+                    Poll::Ready(None) => {
+                        let why = if live.reg.overflowed.load(Ordering::Relaxed) {
+                            "the subscriber fell behind"
+                        } else {
+                            "the node is shutting down"
+                        };
+                        this.done = true;
+                        Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                            "{why}; resume with token {}",
+                            token(live.epoch, &live.pos)
+                        )))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            let Some(rx) = &mut this.replay else {
+                return Poll::Ready(None);
+            };
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(Step::Item(item))) => return Poll::Ready(Some(item)),
+                Poll::Ready(Some(Step::Live(live))) => {
+                    this.live = Some(live);
+                    this.replay = None;
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// Waits (bounded) for this node to have applied up to `t`.
@@ -152,13 +263,13 @@ async fn wait_for(chat: &Chat, t: &Token) -> Result<(), Status> {
     }
 }
 
-type Out = mpsc::Sender<Result<pb::SubscribeResponse, Status>>;
+type Out = mpsc::Sender<Step>;
 
 async fn send(tx: &Out, kind: Kind, token: String) -> Result<(), Status> {
-    tx.send(Ok(pb::SubscribeResponse {
+    tx.send(Step::Item(Ok(pb::SubscribeResponse {
         kind: Some(kind),
         token,
-    }))
+    })))
     .await
     // The client went away: nothing left to do.
     .map_err(|_| Status::cancelled("subscriber gone"))
@@ -166,7 +277,7 @@ async fn send(tx: &Out, kind: Kind, token: String) -> Result<(), Status> {
 
 async fn run(
     chat: &Chat,
-    mut reg: Registration,
+    reg: Registration,
     view: View,
     since: Option<Token>,
     tx: &Out,
@@ -206,44 +317,10 @@ async fn run(
         *p = (*p).max(*a);
     }
     send(tx, Kind::CaughtUp(pb::CaughtUp {}), token(epoch, &pos)).await?;
-    let stopping = chat.stopping();
-    tokio::pin!(stopping);
-    loop {
-        tokio::select! {
-            d = reg.rx.recv() => {
-                let Some(d) = d else {
-                    let why = if reg.overflowed.load(std::sync::atomic::Ordering::Relaxed) {
-                        "the subscriber fell behind"
-                    } else {
-                        "the node is shutting down"
-                    };
-                    return Err(Status::resource_exhausted(format!(
-                        "{why}; resume with token {}",
-                        token(epoch, &pos)
-                    )));
-                };
-                if let Some((p, index)) = d.position {
-                    let Some(at) = pos.get_mut(p as usize) else { continue };
-                    if index <= *at {
-                        // Already replayed (committed before registering).
-                        continue;
-                    }
-                    *at = index;
-                }
-                send(tx, Kind::Event((*d.event).clone()), token(epoch, &pos)).await?;
-            }
-            () = tx.closed() => return Ok(()),
-            // Streams would otherwise stay open on a stopped node (a
-            // graceful server shutdown waits for them): tell the client to
-            // go on elsewhere from its token.
-            () = &mut stopping => {
-                return Err(Status::unavailable(format!(
-                    "the node is shutting down; resume with token {}",
-                    token(epoch, &pos)
-                )));
-            }
-        }
-    }
+    // The client may have gone already; then the registration is dropped
+    // with the message.
+    let _ = tx.send(Step::Live(Live { reg, epoch, pos })).await;
+    Ok(())
 }
 
 /// Replays the user's events after `from` up to the view's applied indexes;
