@@ -139,9 +139,21 @@ pub fn pong(id: &ReqId) -> String {
     json!({ "type": "pong", "req_id": id.0 }).to_string()
 }
 
-/// `{"type":"event","event":…,"token":…}`
-pub fn event(event: Value, token: &str) -> String {
-    json!({ "type": "event", "event": event, "token": token }).to_string()
+/// `{"type":"event","event":…,"token":…}`, the event written straight into
+/// the text.
+pub fn event(event: &impl serde::Serialize, token: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Frame<'a, E> {
+        r#type: &'static str,
+        event: &'a E,
+        token: &'a str,
+    }
+    serde_json::to_string(&Frame {
+        r#type: "event",
+        event,
+        token,
+    })
+    .unwrap_or_default()
 }
 
 /// `{"type":"caught_up","token":…}`

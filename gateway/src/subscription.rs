@@ -150,7 +150,7 @@ impl State {
             };
             got_any = true;
             let frame = match r.kind {
-                Some(Kind::Event(e)) => protocol::event(render::event(&e), &r.token),
+                Some(Kind::Event(e)) => protocol::event(&render::event(&e), &r.token),
                 Some(Kind::CaughtUp(_)) if self.caught_up => {
                     self.token = r.token;
                     continue;
