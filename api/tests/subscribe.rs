@@ -3,7 +3,9 @@
 //! a token it replays exactly what came after it (no gap, no duplicate)
 //! before `CaughtUp`; every token resumes; a garbage token is
 //! `INVALID_ARGUMENT`, and a token of another history (epoch, partition
-//! count, or a position this node never reached) gets `Resync`.
+//! count, or a position this node never reached) gets `Resync`; a node
+//! that stops ends a live subscription with `UNAVAILABLE` naming the token to
+//! resume from.
 
 mod support;
 
@@ -323,4 +325,39 @@ async fn membership_changes_start_and_end_a_subscriptions_stream() {
     let (replayed, _) = sub.until_caught_up().await;
     let seqs: Vec<u64> = replayed.iter().map(|e| e.event.seq).collect();
     assert_eq!(seqs.last(), Some(&removed), "{seqs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_ends_a_live_subscription_with_the_token_to_resume_from() {
+    let mut cluster = Cluster::one().await;
+    let mut alice = cluster.client("alice", "phone");
+    let mut bob = cluster.client("bob", "phone");
+    let conv = direct(&mut alice, "bob").await;
+    let mut sub = Sub::open(&mut bob, "").await;
+    sub.until_caught_up().await;
+    send(&mut alice, &conv, "m1", "before the stop").await;
+    let last = sub.next_conv_event().await;
+    // Whatever else arrives before the end (presence), the end names the
+    // token after the last event read.
+    let stopping = async {
+        cluster.nodes[0].stop().await;
+    };
+    let reading = async {
+        let mut token = last.token.clone();
+        loop {
+            match sub.try_next().await {
+                Ok(Some(r)) => token = r.token,
+                Ok(None) => panic!("the stream ended without saying where to resume"),
+                Err(s) => return (s, token),
+            }
+        }
+    };
+    let ((), (status, token)) = tokio::join!(stopping, reading);
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("resume with token {token}")),
+        "{status:?} should name {token}"
+    );
 }
