@@ -60,6 +60,7 @@ pub struct Serve {
     pub child: Child,
     pub grpc: String,
     pub http: String,
+    stderr_path: std::path::PathBuf,
 }
 
 impl Serve {
@@ -70,17 +71,35 @@ impl Serve {
 
     /// [`Serve::start`] with its internal service on `internal` and `extra`
     /// arguments.
+    ///
+    /// The gRPC and HTTP addresses are picked by binding port 0 and letting
+    /// go, so another process on the machine can take one before `missive
+    /// serve` binds it; a start that fails only because an address is in
+    /// use is tried again on fresh addresses. Any other failure panics with
+    /// what the process wrote to stderr.
     pub fn start_with(data: &Path, internal: &str, extra: &[&str]) -> Serve {
-        let mut s = Serve::spawn_with(data, internal, extra);
-        let deadline = Instant::now() + START_TIMEOUT;
-        while s.healthz() != Some(200) {
-            if let Some(st) = s.child.try_wait().expect("wait") {
-                panic!("missive serve exited: {st}");
+        let mut attempts = 0;
+        'start: loop {
+            attempts += 1;
+            let mut s = Serve::spawn_with(data, internal, extra);
+            let deadline = Instant::now() + START_TIMEOUT;
+            while s.healthz() != Some(200) {
+                if let Some(st) = s.child.try_wait().expect("wait") {
+                    let stderr = s.stderr();
+                    if stderr.contains("Address already in use") && attempts < 5 {
+                        continue 'start;
+                    }
+                    panic!("missive serve exited: {st}\n{stderr}");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "/healthz never answered 200\n{}",
+                    s.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(Instant::now() < deadline, "/healthz never answered 200");
-            std::thread::sleep(Duration::from_millis(100));
+            return s;
         }
-        s
     }
 
     /// `missive serve` with `extra` arguments, not waited for.
@@ -90,6 +109,10 @@ impl Serve {
 
     fn spawn_with(data: &Path, internal: &str, extra: &[&str]) -> Serve {
         let (grpc, http) = (free_addr(), free_addr());
+        // stderr goes to a file, not a pipe: nothing reads a pipe while the
+        // process runs, and a full one would stall its logging.
+        let stderr_path = data.with_extension("stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
         let child = Command::new(BIN)
             .arg("serve")
             .arg("--data")
@@ -97,10 +120,22 @@ impl Serve {
             .args(["--grpc", &grpc, "--http", &http, "--internal", internal])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn missive serve");
-        Serve { child, grpc, http }
+        Serve {
+            child,
+            grpc,
+            http,
+            stderr_path,
+        }
+    }
+
+    /// What the process has written to stderr so far (its last 4 KiB).
+    pub fn stderr(&self) -> String {
+        let all = std::fs::read(&self.stderr_path).unwrap_or_default();
+        let tail = &all[all.len().saturating_sub(4096)..];
+        String::from_utf8_lossy(tail).into_owned()
     }
 
     /// The status `/healthz` answers, if the gateway answers at all.
