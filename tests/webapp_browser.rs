@@ -59,32 +59,58 @@ struct Serve {
 }
 
 impl Serve {
+    /// Starts it on free loopback ports. The ports are picked by binding
+    /// port 0 and letting go, so another process can take one first; a
+    /// start that failed only because an address was in use is tried again
+    /// on fresh ones.
     fn start(data: &Path) -> Serve {
-        Serve::on(data.to_owned(), [free_addr(), free_addr(), free_addr()])
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let addrs = [free_addr(), free_addr(), free_addr()];
+            match Serve::try_on(data.to_owned(), addrs) {
+                Ok(serve) => return serve,
+                Err(stderr) if stderr.contains("Address already in use") && attempts < 5 => {}
+                Err(stderr) => panic!("missive serve did not start:\n{stderr}"),
+            }
+        }
     }
 
     fn on(data: PathBuf, addrs: [String; 3]) -> Serve {
+        Serve::try_on(data, addrs)
+            .unwrap_or_else(|stderr| panic!("missive serve did not start:\n{stderr}"))
+    }
+
+    /// Starts it on `addrs` and waits for `/healthz`; if it exits first,
+    /// what it wrote to stderr.
+    fn try_on(data: PathBuf, addrs: [String; 3]) -> Result<Serve, String> {
         let [grpc, http, internal] = &addrs;
+        // A file, not a pipe: nothing would read a pipe while it runs.
+        let stderr_path = data.with_extension("stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
         let child = Command::new(BIN)
             .arg("serve")
             .arg("--data")
             .arg(&data)
             .args(["--grpc", grpc, "--http", http, "--internal", internal])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn missive serve");
-        let serve = Serve {
+        let mut serve = Serve {
             process: Process(child),
             data,
             addrs,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_call(serve.http(), "GET", "/healthz", None).map(|r| r.0) != Ok(200) {
+            if serve.process.0.try_wait().expect("wait").is_some() {
+                return Err(std::fs::read_to_string(&stderr_path).unwrap_or_default());
+            }
             assert!(Instant::now() < deadline, "/healthz never answered 200");
             std::thread::sleep(Duration::from_millis(100));
         }
-        serve
+        Ok(serve)
     }
 
     fn http(&self) -> &str {
