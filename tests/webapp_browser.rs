@@ -17,15 +17,17 @@
 //! Every wait polls a condition up to a deadline; nothing is asserted on
 //! time.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{BIN, free_addr, lost_its_port, spawn_serve};
 
-const BIN: &str = env!("CARGO_BIN_EXE_missive");
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long any one condition may take to become true.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -33,11 +35,6 @@ const DEADLINE: Duration = Duration::from_secs(20);
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// WebDriver's key code for Enter.
 const ENTER: &str = "\u{E007}";
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").to_string()
-}
 
 /// Kills a child process when dropped, so a failing test leaves nothing
 /// running.
@@ -59,10 +56,8 @@ struct Serve {
 }
 
 impl Serve {
-    /// Starts it on free loopback ports. The ports are picked by binding
-    /// port 0 and letting go, so another process can take one first; a
-    /// start that failed only because an address was in use is tried again
-    /// on fresh ones.
+    /// Starts it on free loopback ports, again on fresh ones if it [lost
+    /// one](lost_its_port).
     fn start(data: &Path) -> Serve {
         let mut attempts = 0;
         loop {
@@ -70,7 +65,7 @@ impl Serve {
             let addrs = [free_addr(), free_addr(), free_addr()];
             match Serve::try_on(data.to_owned(), addrs) {
                 Ok(serve) => return serve,
-                Err(stderr) if stderr.contains("Address already in use") && attempts < 5 => {}
+                Err(stderr) if lost_its_port(&stderr) && attempts < 5 => {}
                 Err(stderr) => panic!("missive serve did not start:\n{stderr}"),
             }
         }
@@ -85,18 +80,7 @@ impl Serve {
     /// what it wrote to stderr.
     fn try_on(data: PathBuf, addrs: [String; 3]) -> Result<Serve, String> {
         let [grpc, http, internal] = &addrs;
-        // A file, not a pipe: nothing would read a pipe while it runs.
-        let stderr_path = data.with_extension("stderr");
-        let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(&data)
-            .args(["--grpc", grpc, "--http", http, "--internal", internal])
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn missive serve");
+        let (child, stderr_path) = spawn_serve(&data, [grpc, http, internal], &[], Stdio::null());
         let mut serve = Serve {
             process: Process(child),
             data,

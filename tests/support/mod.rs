@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,12 +55,45 @@ pub fn token(user: &str) -> String {
         .to_owned()
 }
 
+/// `missive serve` on `data` with its gRPC, HTTP and internal services on
+/// `addrs`, and the file its stderr goes to (beside `data`; a file, not a
+/// pipe, because nothing reads a pipe while it runs and a full one would
+/// stall its logging).
+pub fn spawn_serve(
+    data: &Path,
+    addrs: [&str; 3],
+    extra: &[&str],
+    stdout: Stdio,
+) -> (Child, PathBuf) {
+    let [grpc, http, internal] = addrs;
+    let stderr_path = data.with_extension("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
+    let child = Command::new(BIN)
+        .arg("serve")
+        .arg("--data")
+        .arg(data)
+        .args(["--grpc", grpc, "--http", http, "--internal", internal])
+        .args(extra)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn missive serve");
+    (child, stderr_path)
+}
+
+/// Whether a start failed only because an address picked by
+/// [`free_addr`] was taken by another process in the meantime (it binds
+/// port 0 and lets go), so that trying again on fresh addresses is right.
+pub fn lost_its_port(stderr: &str) -> bool {
+    stderr.contains("Address already in use")
+}
+
 /// `missive serve` as a child process; killed on drop.
 pub struct Serve {
     pub child: Child,
     pub grpc: String,
     pub http: String,
-    stderr_path: std::path::PathBuf,
+    stderr_path: PathBuf,
 }
 
 impl Serve {
@@ -72,11 +105,9 @@ impl Serve {
     /// [`Serve::start`] with its internal service on `internal` and `extra`
     /// arguments.
     ///
-    /// The gRPC and HTTP addresses are picked by binding port 0 and letting
-    /// go, so another process on the machine can take one before `missive
-    /// serve` binds it; a start that fails only because an address is in
-    /// use is tried again on fresh addresses. Any other failure panics with
-    /// what the process wrote to stderr.
+    /// A start that [lost its port](lost_its_port) is tried again on fresh
+    /// gRPC and HTTP addresses; any other failure panics with what the
+    /// process wrote to stderr.
     pub fn start_with(data: &Path, internal: &str, extra: &[&str]) -> Serve {
         let mut attempts = 0;
         'start: loop {
@@ -86,7 +117,7 @@ impl Serve {
             while s.healthz() != Some(200) {
                 if let Some(st) = s.child.try_wait().expect("wait") {
                     let stderr = s.stderr();
-                    if stderr.contains("Address already in use") && attempts < 5 {
+                    if lost_its_port(&stderr) && attempts < 5 {
                         continue 'start;
                     }
                     panic!("missive serve exited: {st}\n{stderr}");
@@ -109,20 +140,8 @@ impl Serve {
 
     fn spawn_with(data: &Path, internal: &str, extra: &[&str]) -> Serve {
         let (grpc, http) = (free_addr(), free_addr());
-        // stderr goes to a file, not a pipe: nothing reads a pipe while the
-        // process runs, and a full one would stall its logging.
-        let stderr_path = data.with_extension("stderr");
-        let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--grpc", &grpc, "--http", &http, "--internal", internal])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn missive serve");
+        let (child, stderr_path) =
+            spawn_serve(data, [&grpc, &http, internal], extra, Stdio::piped());
         Serve {
             child,
             grpc,
