@@ -1,6 +1,13 @@
-//! [`Tables`]: the projection tables open in one write transaction, with
+//! [`Tables`]: the projection tables of one write transaction, with
 //! typed reads and writes of their records ([`Tab`]).
+//!
+//! A table is opened on its first use, not with the others: opening one in
+//! redb looks it up in the transaction's table tree and, at commit, writes
+//! its root back, and a send touches six of the fourteen tables. Opening
+//! all of them for every applied batch was an eighth of the apply path's
+//! instructions at the node's batch sizes (docs/projection-store.md).
 
+use std::cell::OnceCell;
 use std::ops::{Bound, ControlFlow};
 
 use missive_proto::v1 as pb;
@@ -9,30 +16,56 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use crate::store::{self, StoreError, keys};
 
-/// One table of a write transaction.
+/// One table of a write transaction, opened on first use.
 pub struct Tab<'t> {
-    /// The table's name, for errors.
-    name: &'static str,
-    table: redb::Table<'t, &'static [u8], &'static [u8]>,
+    txn: &'t WriteTransaction,
+    def: &'static store::Table,
+    table: OnceCell<store::WriteTable<'t>>,
 }
 
-impl Tab<'_> {
+impl<'t> Tab<'t> {
+    fn new(txn: &'t WriteTransaction, def: &'static store::Table) -> Self {
+        Tab {
+            txn,
+            def,
+            table: OnceCell::new(),
+        }
+    }
+
+    /// The table's name, for errors.
+    fn name(&self) -> &'static str {
+        self.def.name()
+    }
+
+    fn table(&self) -> Result<&store::WriteTable<'t>, StoreError> {
+        if let Some(t) = self.table.get() {
+            return Ok(t);
+        }
+        let opened = self.txn.open_table(*self.def)?;
+        Ok(self.table.get_or_init(|| opened))
+    }
+
+    fn table_mut(&mut self) -> Result<&mut store::WriteTable<'t>, StoreError> {
+        self.table()?;
+        Ok(self.table.get_mut().expect("opened just above"))
+    }
+
     /// The record at `key`.
     pub fn get<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, StoreError> {
-        store::get(&self.table, self.name, key)
+        store::get(self.table()?, self.name(), key)
     }
 
     /// The 8-byte big-endian number at `key`, if there is one.
     pub fn get_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
         Ok(self
-            .table
+            .table()?
             .get(key)?
             .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
     }
 
     /// Writes `value` at `key`.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.table.insert(key, value)?;
+        self.table_mut()?.insert(key, value)?;
         Ok(())
     }
 
@@ -43,7 +76,7 @@ impl Tab<'_> {
 
     /// Removes the row at `key`, if any.
     pub fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.table.remove(key)?;
+        self.table_mut()?.remove(key)?;
         Ok(())
     }
 
@@ -55,7 +88,7 @@ impl Tab<'_> {
         to: Bound<&[u8]>,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
     ) -> Result<(), StoreError> {
-        for row in self.table.range::<&[u8]>((from, to))? {
+        for row in self.table()?.range::<&[u8]>((from, to))? {
             let (k, v) = row?;
             if f(k.value(), v.value())?.is_break() {
                 break;
@@ -104,14 +137,10 @@ pub struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    /// The tables of `txn`.
+    /// The tables of `txn`, each opened when first used.
     pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
-        let tab = |def: &'static store::Table| -> Result<Tab<'t>, StoreError> {
-            Ok(Tab {
-                name: def.name(),
-                table: txn.open_table(*def)?,
-            })
-        };
+        let tab =
+            |def: &'static store::Table| -> Result<Tab<'t>, StoreError> { Ok(Tab::new(txn, def)) };
         Ok(Tables {
             meta: tab(&store::META)?,
             conversations: tab(&store::CONVERSATIONS)?,

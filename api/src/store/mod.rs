@@ -37,6 +37,9 @@ use redb::{
 /// A projection table: bytes to bytes.
 pub type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
+/// A projection table open in a write transaction.
+pub type WriteTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
 /// Where the store stands: the encoded `AppliedState` of missive-raft.
 pub const META: Table = TableDefinition::new("meta");
 /// conversation id → `ConversationRecord`.
@@ -289,47 +292,55 @@ impl Store {
         if &magic != SNAPSHOT_MAGIC {
             return Err(StoreError::BadSnapshot("not a projection snapshot".into()));
         }
-        let txn = self.write()?;
+        let mut txn = self.write()?;
         for t in TABLES {
             txn.delete_table(t)?;
             txn.open_table(t)?;
         }
-        let mut txn = Some(txn);
-        let mut rows = 0usize;
+        // Rows come table by table: the table of the last row stays open
+        // until a row of another table or the chunk's end, rather than
+        // being opened once per row.
         loop {
-            let mut tag = [0u8; 1];
-            data.read_exact(&mut tag)?;
-            if tag[0] == END_OF_SNAPSHOT {
+            let ended = {
+                let mut open: Option<(u8, WriteTable<'_>)> = None;
+                let mut rows = 0usize;
+                loop {
+                    let mut tag = [0u8; 1];
+                    data.read_exact(&mut tag)?;
+                    if tag[0] == END_OF_SNAPSHOT {
+                        break true;
+                    }
+                    let table = *TABLES.get(tag[0] as usize).ok_or_else(|| {
+                        StoreError::BadSnapshot(format!("unknown table {}", tag[0]))
+                    })?;
+                    let key = read_field(data)?;
+                    let value = read_field(data)?;
+                    if tag[0] == 0 && key == APPLIED_KEY {
+                        // The snapshot's own position is written last, below.
+                        continue;
+                    }
+                    let w = match &mut open {
+                        Some((t, w)) if *t == tag[0] => w,
+                        _ => {
+                            open = None;
+                            &mut open.insert((tag[0], txn.open_table(table)?)).1
+                        }
+                    };
+                    w.insert(key.as_slice(), value.as_slice())?;
+                    rows += 1;
+                    if rows == INSTALL_CHUNK_ROWS {
+                        break false;
+                    }
+                }
+            };
+            if ended {
                 break;
             }
-            let table = *TABLES
-                .get(tag[0] as usize)
-                .ok_or_else(|| StoreError::BadSnapshot(format!("unknown table {}", tag[0])))?;
-            let key = read_field(data)?;
-            let value = read_field(data)?;
-            if tag[0] == 0 && key == APPLIED_KEY {
-                // The snapshot's own position is written last, below.
-                continue;
-            }
-            let w = match txn.as_ref() {
-                Some(w) => w,
-                None => txn.insert(self.write()?),
-            };
-            w.open_table(table)?
-                .insert(key.as_slice(), value.as_slice())?;
-            rows += 1;
-            if rows.is_multiple_of(INSTALL_CHUNK_ROWS)
-                && let Some(w) = txn.take()
-            {
-                w.commit()?;
-            }
+            txn.commit()?;
+            txn = self.write()?;
         }
-        let w = match txn.take() {
-            Some(w) => w,
-            None => self.write()?,
-        };
-        w.open_table(META)?.insert(APPLIED_KEY, applied)?;
-        w.commit()?;
+        txn.open_table(META)?.insert(APPLIED_KEY, applied)?;
+        txn.commit()?;
         self.sync()
     }
 
@@ -384,4 +395,75 @@ pub fn decode<M: prost::Message + Default>(
         key: String::from_utf8_lossy(key).into_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::TableHandle;
+
+    use super::*;
+
+    /// A store whose tables hold `n` rows each, spread over several tables
+    /// so that an install switches tables and crosses chunk boundaries.
+    fn filled(path: &Path, n: usize) -> Store {
+        let s = Store::open(path).unwrap();
+        let txn = s.write().unwrap();
+        for table in [CONVERSATIONS, MESSAGES, EVENTS, PUSH_QUEUE] {
+            let mut t = txn.open_table(table).unwrap();
+            for i in 0..n {
+                let key = format!("{}/{i:08}", table.name());
+                t.insert(key.as_bytes(), vec![i as u8; i % 97].as_slice())
+                    .unwrap();
+            }
+        }
+        txn.open_table(META)
+            .unwrap()
+            .insert(APPLIED_KEY, b"old".as_slice())
+            .unwrap();
+        s.commit(txn, 1).unwrap();
+        s
+    }
+
+    #[test]
+    fn an_install_of_several_chunks_reproduces_every_row_and_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = INSTALL_CHUNK_ROWS + INSTALL_CHUNK_ROWS / 2;
+        let from = filled(&dir.path().join("from.redb"), rows);
+        let mut stream = Vec::new();
+        Store::write_snapshot(&from.read().unwrap(), &mut stream).unwrap();
+
+        // The target holds rows the snapshot does not: they must go.
+        let to = filled(&dir.path().join("to.redb"), 10);
+        let txn = to.write().unwrap();
+        txn.open_table(PRESENCE)
+            .unwrap()
+            .insert(b"stale".as_slice(), b"x".as_slice())
+            .unwrap();
+        to.commit(txn, 1).unwrap();
+
+        to.install(&mut stream.as_slice(), b"new").unwrap();
+
+        let mut want = from.dump().unwrap();
+        for row in &mut want {
+            if row.0 == 0 && row.1 == APPLIED_KEY {
+                row.2 = b"new".to_vec();
+            }
+        }
+        assert_eq!(to.dump().unwrap(), want);
+        assert_eq!(to.dump().unwrap().len(), 4 * rows + 1);
+        assert_eq!(to.applied_bytes().unwrap().as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn a_stream_naming_an_unknown_table_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = filled(&dir.path().join("s.redb"), 5);
+        let before = s.dump().unwrap();
+        let mut stream = SNAPSHOT_MAGIC.to_vec();
+        stream.push(TABLES.len() as u8);
+        stream.extend_from_slice(&[0; 8]);
+        let err = s.install(&mut stream.as_slice(), b"new").unwrap_err();
+        assert!(matches!(err, StoreError::BadSnapshot(_)), "{err}");
+        assert_eq!(s.dump().unwrap(), before);
+    }
 }
