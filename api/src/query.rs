@@ -4,7 +4,9 @@
 
 use missive_proto::v1 as pb;
 use missive_raft::AppliedState;
-use redb::{ReadOnlyTable, ReadTransaction, ReadableTableMetadata as _};
+use std::iter::Peekable;
+
+use redb::{Range, ReadOnlyTable, ReadTransaction, ReadableTableMetadata as _};
 
 use crate::limits::MAX_UNREAD_COUNT;
 use crate::store::{self, Store, StoreError, keys};
@@ -301,12 +303,19 @@ pub fn first_seq_after(
     last_seq: u64,
     index: u64,
 ) -> Result<u64, StoreError> {
-    let t = table(txn, store::EVENTS)?;
+    let events = table(txn, store::EVENTS)?;
+    let messages = table(txn, store::MESSAGES)?;
     let (mut lo, mut hi) = (1u64, last_seq + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let e: Option<pb::StoredEvent> = store::get(&t, "events", &keys::seq(conv, mid))?;
-        if e.is_some_and(|e| e.index > index) {
+        let key = keys::seq(conv, mid);
+        let e: Option<pb::StoredEvent> = store::get(&events, "events", &key)?;
+        let at = match e {
+            Some(e) => Some(e.index),
+            None => store::get::<pb::MessageRecord>(&messages, "messages", &key)?
+                .and_then(|m| (m.index > 0).then_some(m.index)),
+        };
+        if at.is_some_and(|at| at > index) {
             hi = mid;
         } else {
             lo = mid + 1;
@@ -315,7 +324,48 @@ pub fn first_seq_after(
     Ok(lo)
 }
 
-/// The stored events of `conv` with seq in `from..=to`, at most `limit`.
+/// The `MessageSent` event of a send, built from its message row: the
+/// message as it was sent. `None` for a row written when sends still had an
+/// event row of their own (its `index` is 0).
+fn sent_event(conv: &str, record: pb::MessageRecord) -> Option<pb::StoredEvent> {
+    if record.index == 0 {
+        return None;
+    }
+    let mut message = record.message?;
+    if let Some(original) = record.original_content {
+        message.content = Some(original);
+    }
+    message.edited_ms = 0;
+    message.reactions.clear();
+    Some(pb::StoredEvent {
+        index: record.index,
+        event: Some(pb::ChatEvent {
+            conversation_id: conv.to_owned(),
+            seq: message.seq,
+            timestamp_ms: message.sent_ms,
+            actor: message.sender.clone(),
+            kind: Some(pb::chat_event::Kind::MessageSent(message)),
+        }),
+    })
+}
+
+/// The seq of the next row of a range of `seq` keys, leaving it there.
+fn peek_seq(
+    rows: &mut Peekable<Range<'_, &'static [u8], &'static [u8]>>,
+) -> Result<Option<u64>, StoreError> {
+    match rows.peek() {
+        None => Ok(None),
+        Some(Ok((k, _))) => Ok(Some(keys::seq_of(k.value()))),
+        Some(Err(_)) => match rows.next() {
+            Some(Err(e)) => Err(e.into()),
+            _ => unreachable!("the peeked row was an error"),
+        },
+    }
+}
+
+/// The stored events of `conv` with seq in `from..=to`, at most `limit`, in
+/// seq order: the events table's rows merged with the sends' events built
+/// from the messages table.
 pub fn events(
     txn: &ReadTransaction,
     conv: &str,
@@ -323,16 +373,34 @@ pub fn events(
     to: u64,
     limit: usize,
 ) -> Result<Vec<pb::StoredEvent>, StoreError> {
-    let t = table(txn, store::EVENTS)?;
     let mut out = Vec::new();
     if from > to {
         return Ok(out);
     }
     let a = keys::seq(conv, from);
     let b = keys::seq(conv, to);
-    for row in t.range(a.as_slice()..=b.as_slice())?.take(limit) {
-        let (k, v) = row?;
-        out.push(store::decode("events", k.value(), v.value())?);
+    let events = table(txn, store::EVENTS)?;
+    let messages = table(txn, store::MESSAGES)?;
+    let mut ev = events.range(a.as_slice()..=b.as_slice())?.peekable();
+    let mut ms = messages.range(a.as_slice()..=b.as_slice())?.peekable();
+    while out.len() < limit {
+        match (peek_seq(&mut ev)?, peek_seq(&mut ms)?) {
+            (None, None) => break,
+            (Some(e), m) if m.is_none_or(|m| e <= m) => {
+                let (k, v) = ev.next().expect("peeked")?;
+                if m == Some(e) {
+                    // A send from before sends kept no event row: its own
+                    // row is the event.
+                    ms.next();
+                }
+                out.push(store::decode("events", k.value(), v.value())?);
+            }
+            _ => {
+                let (k, v) = ms.next().expect("peeked")?;
+                let record: pb::MessageRecord = store::decode("messages", k.value(), v.value())?;
+                out.extend(sent_event(conv, record));
+            }
+        }
     }
     Ok(out)
 }

@@ -361,3 +361,76 @@ async fn a_stopping_node_ends_a_live_subscription_with_the_token_to_resume_from(
         "{status:?} should name {token}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_history_says_what_was_streamed_live_with_deleted_bodies_removed() {
+    let cluster = Cluster::one().await;
+    let mut alice = cluster.client("alice", "phone");
+    let mut bob = cluster.client("bob", "phone");
+    let d = direct(&mut alice, "bob").await;
+    let mut sub = Sub::open(&mut bob, "").await;
+    let (_, from) = sub.until_caught_up().await;
+
+    let kept = send(&mut alice, &d, "k", "as sent").await.seq;
+    let gone = send(&mut alice, &d, "g", "to be deleted").await.seq;
+    for (seq, body) in [
+        (kept, "edited once"),
+        (kept, "edited twice"),
+        (gone, "edited before the delete"),
+    ] {
+        alice
+            .edit(pb::EditRequest {
+                conversation_id: d.clone(),
+                seq,
+                content: Some(text(body)),
+            })
+            .await
+            .expect("edit");
+    }
+    bob.react(pb::ReactRequest {
+        conversation_id: d.clone(),
+        seq: kept,
+        emoji: "👍".into(),
+    })
+    .await
+    .expect("react");
+    let mut live = Vec::new();
+    for _ in 0..6 {
+        live.push(sub.next_conv_event().await.event);
+    }
+    alice
+        .delete(pb::MessageRef {
+            conversation_id: d.clone(),
+            seq: gone,
+        })
+        .await
+        .expect("delete");
+    live.push(sub.next_conv_event().await.event);
+    drop(sub);
+
+    let mut sub = Sub::open(&mut bob, &from).await;
+    let (replayed, _) = sub.until_caught_up().await;
+    let replayed: Vec<pb::ChatEvent> = replayed
+        .into_iter()
+        .map(|e| e.event)
+        .filter(|e| e.conversation_id == d)
+        .collect();
+    assert_eq!(replayed.len(), live.len(), "{replayed:#?}");
+
+    // The deleted message's send and edit lost their bodies; everything
+    // else replays exactly as it was streamed: the send with the content as
+    // sent, each edit with its own.
+    let mut want = live.clone();
+    for e in &mut want {
+        match e.kind.as_mut() {
+            Some(EventKind::MessageSent(m)) if m.seq == gone => {
+                m.content = None;
+                m.deleted = true;
+            }
+            Some(EventKind::MessageEdited(x)) if x.target == gone => x.content = None,
+            _ => {}
+        }
+    }
+    assert_eq!(replayed, want);
+    assert_eq!(sent_text(&replayed[0]), "as sent");
+}

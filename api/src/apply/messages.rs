@@ -6,7 +6,7 @@ use missive_proto::v1::chat_event::Kind;
 use missive_proto::v1::{ConversationKind, Role};
 
 use super::tables::Tables;
-use super::{Applied, Ctx, Outcome, append_event, event_reply, unchanged};
+use super::{Applied, Ctx, Outcome, append_event, event_reply, next_event, unchanged};
 use crate::error::Rejected;
 use crate::limits::{MAX_CLIENT_MSG_ID_BYTES, MAX_EMOJI_BYTES};
 use crate::store::{StoreError, keys};
@@ -76,15 +76,21 @@ pub(super) fn send(
         reply_to: c.reply_to,
         ..Default::default()
     };
-    let event = append_event(t, ctx, conv, &mut head, Kind::MessageSent(message.clone()))?;
-    t.put_message(
+    // The message row is the send's only copy: its event is built from it
+    // when events are read (`query::events`), one row fewer per send.
+    let record = pb::MessageRecord {
+        message: Some(message),
+        edit_seqs: Vec::new(),
+        index: ctx.index,
+        original_content: None,
+    };
+    t.put_message(conv, head.last_seq + 1, &record)?;
+    let event = next_event(
+        ctx,
         conv,
-        event.seq,
-        &pb::MessageRecord {
-            message: Some(message),
-            edit_seqs: Vec::new(),
-        },
-    )?;
+        &mut head,
+        Kind::MessageSent(record.message.unwrap_or_default()),
+    );
     t.sent.put(
         &sent_key,
         &pb::SentRecord {
@@ -173,6 +179,10 @@ pub(super) fn edit(
             content: c.content.clone(),
         }),
     )?;
+    if record.edit_seqs.is_empty() {
+        // The send's event shows the content as sent.
+        record.original_content = message.content.take();
+    }
     message.content = c.content.clone();
     message.edited_ms = ctx.now_ms;
     record.edit_seqs.push(event.seq);
@@ -215,11 +225,13 @@ pub(super) fn delete(
         Kind::MessageDeleted(pb::MessageDeleted { target: c.seq }),
     )?;
     // Delete for everyone: the body leaves the projections — the message,
-    // the event that sent it and every edit's event. (The log keeps the
+    // every edit's event and, in a store written before sends kept no event
+    // row, the event that sent it. (The log keeps the
     // command until retention removes its segment; see docs/grpc.md.)
     message.content = None;
     message.deleted = true;
     message.reactions.clear();
+    record.original_content = None;
     let edits = std::mem::take(&mut record.edit_seqs);
     t.put_message(conv, c.seq, &record)?;
     for seq in std::iter::once(c.seq).chain(edits) {

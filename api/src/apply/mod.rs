@@ -14,8 +14,9 @@
 //! - **Gapless seqs.** Each event of a conversation takes the conversation's
 //!   next seq, from 1; a refused command takes none.
 //! - **O(1) writes per message**, whatever the group's size: a send writes
-//!   the message, its event, the conversation head, the sender's watermarks
-//!   and its idempotency row. Inboxes are built on read.
+//!   the message (which is also its event: see `query::events`), the
+//!   conversation head, the sender's watermarks, its idempotency row and the
+//!   push notifier's queue. Inboxes are built on read.
 //!
 //! After committing, the group's events go to the node's [`Hub`] for live
 //! subscribers.
@@ -167,6 +168,24 @@ fn apply_command(
     }
 }
 
+/// The next event of conversation `conv` (whose head is `head`, updated
+/// here; the caller writes it), not stored.
+fn next_event(
+    ctx: &Ctx<'_>,
+    conv: &str,
+    head: &mut pb::ConversationRecord,
+    kind: pb::chat_event::Kind,
+) -> pb::ChatEvent {
+    head.last_seq += 1;
+    pb::ChatEvent {
+        conversation_id: conv.to_owned(),
+        seq: head.last_seq,
+        timestamp_ms: ctx.now_ms,
+        actor: ctx.actor.to_owned(),
+        kind: Some(kind),
+    }
+}
+
 /// Stores `kind` as the next event of conversation `conv` (whose head is
 /// `head`, updated here; the caller writes it) and returns the event.
 fn append_event(
@@ -176,17 +195,10 @@ fn append_event(
     head: &mut pb::ConversationRecord,
     kind: pb::chat_event::Kind,
 ) -> Result<pb::ChatEvent, StoreError> {
-    head.last_seq += 1;
-    let event = pb::ChatEvent {
-        conversation_id: conv.to_owned(),
-        seq: head.last_seq,
-        timestamp_ms: ctx.now_ms,
-        actor: ctx.actor.to_owned(),
-        kind: Some(kind),
-    };
+    let event = next_event(ctx, conv, head, kind);
     t.put_event(
         conv,
-        head.last_seq,
+        event.seq,
         &pb::StoredEvent {
             index: ctx.index,
             event: Some(event.clone()),

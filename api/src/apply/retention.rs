@@ -37,16 +37,18 @@ pub(super) fn expire(
         })?;
     let mut floor = 0u64;
     for conv in &convs {
-        expire_rows(
+        // A send's event is its message row (see `query::events`), so the
+        // floor counts the messages' indexes as well as the events'.
+        let sends_up_to = expire_rows(
             &mut t.messages,
             conv,
             |v| {
                 let m = pb::MessageRecord::decode(v).ok()?;
-                Some((m.message.map_or(0, |m| m.sent_ms), 0))
+                Some((m.message.map_or(0, |m| m.sent_ms), m.index))
             },
             c.before_ms,
         )?;
-        let removed_up_to = expire_rows(
+        let events_up_to = expire_rows(
             &mut t.events,
             conv,
             |v| {
@@ -55,7 +57,7 @@ pub(super) fn expire(
             },
             c.before_ms,
         )?;
-        floor = floor.max(removed_up_to);
+        floor = floor.max(sends_up_to).max(events_up_to);
     }
     let current = t.meta.get_u64(store::HISTORY_FLOOR_KEY)?.unwrap_or(0);
     if floor > current {
