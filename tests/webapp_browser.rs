@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{BIN, free_addr, lost_its_port, spawn_serve};
+use support::{BIN, free_addr, spawn_serve, start_retrying_lost_ports};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long any one condition may take to become true.
@@ -56,19 +56,12 @@ struct Serve {
 }
 
 impl Serve {
-    /// Starts it on free loopback ports, again on fresh ones if it [lost
-    /// one](lost_its_port).
+    /// Starts it on free loopback ports, again on fresh ones if another
+    /// process took one first ([`start_retrying_lost_ports`]).
     fn start(data: &Path) -> Serve {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let addrs = [free_addr(), free_addr(), free_addr()];
-            match Serve::try_on(data.to_owned(), addrs) {
-                Ok(serve) => return serve,
-                Err(stderr) if lost_its_port(&stderr) && attempts < 5 => {}
-                Err(stderr) => panic!("missive serve did not start:\n{stderr}"),
-            }
-        }
+        start_retrying_lost_ports(|| {
+            Serve::try_on(data.to_owned(), [free_addr(), free_addr(), free_addr()])
+        })
     }
 
     fn on(data: PathBuf, addrs: [String; 3]) -> Serve {

@@ -84,8 +84,24 @@ pub fn spawn_serve(
 /// Whether a start failed only because an address picked by
 /// [`free_addr`] was taken by another process in the meantime (it binds
 /// port 0 and lets go), so that trying again on fresh addresses is right.
-pub fn lost_its_port(stderr: &str) -> bool {
+fn lost_its_port(stderr: &str) -> bool {
     stderr.contains("Address already in use")
+}
+
+/// What `start` returns once it succeeds, `start` being tried again (on the
+/// fresh addresses it picks) while it fails only because it [lost its
+/// port](lost_its_port), up to five times in all. Any other failure panics
+/// with the stderr `start` returned.
+pub fn start_retrying_lost_ports<T>(mut start: impl FnMut() -> Result<T, String>) -> T {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match start() {
+            Ok(started) => return started,
+            Err(stderr) if lost_its_port(&stderr) && attempts < 5 => {}
+            Err(stderr) => panic!("missive serve did not start:\n{stderr}"),
+        }
+    }
 }
 
 /// `missive serve` as a child process; killed on drop.
@@ -109,18 +125,12 @@ impl Serve {
     /// gRPC and HTTP addresses; any other failure panics with what the
     /// process wrote to stderr.
     pub fn start_with(data: &Path, internal: &str, extra: &[&str]) -> Serve {
-        let mut attempts = 0;
-        'start: loop {
-            attempts += 1;
+        start_retrying_lost_ports(|| {
             let mut s = Serve::spawn_with(data, internal, extra);
             let deadline = Instant::now() + START_TIMEOUT;
             while s.healthz() != Some(200) {
                 if let Some(st) = s.child.try_wait().expect("wait") {
-                    let stderr = s.stderr();
-                    if lost_its_port(&stderr) && attempts < 5 {
-                        continue 'start;
-                    }
-                    panic!("missive serve exited: {st}\n{stderr}");
+                    return Err(format!("exited: {st}\n{}", s.stderr()));
                 }
                 assert!(
                     Instant::now() < deadline,
@@ -129,8 +139,8 @@ impl Serve {
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }
-            return s;
-        }
+            Ok(s)
+        })
     }
 
     /// `missive serve` with `extra` arguments, not waited for.

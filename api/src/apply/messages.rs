@@ -78,13 +78,14 @@ pub(super) fn send(
     };
     // The message row is the send's only copy: its event is built from it
     // when events are read (`query::events`), one row fewer per send.
+    let seq = message.seq;
     let record = pb::MessageRecord {
         message: Some(message),
         edit_seqs: Vec::new(),
         index: ctx.index,
         original_content: None,
     };
-    t.put_message(conv, head.last_seq + 1, &record)?;
+    t.put_message(conv, seq, &record)?;
     let event = next_event(
         ctx,
         conv,

@@ -261,7 +261,7 @@ impl StateMachine for ChatStateMachine {
         };
         let mut replies = Vec::with_capacity(commands.len());
         {
-            let mut t = Tables::open(&pending.txn)?;
+            let mut t = Tables::open(&pending.txn);
             for c in commands {
                 let outcome = match pb::ChatCommand::decode(c.command.body.as_slice()) {
                     Ok(cmd) => {

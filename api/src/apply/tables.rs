@@ -138,25 +138,24 @@ pub struct Tables<'t> {
 
 impl<'t> Tables<'t> {
     /// The tables of `txn`, each opened when first used.
-    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
-        let tab =
-            |def: &'static store::Table| -> Result<Tab<'t>, StoreError> { Ok(Tab::new(txn, def)) };
-        Ok(Tables {
-            meta: tab(&store::META)?,
-            conversations: tab(&store::CONVERSATIONS)?,
-            members: tab(&store::MEMBERS)?,
-            user_conversations: tab(&store::USER_CONVERSATIONS)?,
-            messages: tab(&store::MESSAGES)?,
-            events: tab(&store::EVENTS)?,
-            sent: tab(&store::SENT)?,
-            presence: tab(&store::PRESENCE)?,
-            device_keys: tab(&store::DEVICE_KEYS)?,
-            one_time_keys: tab(&store::ONE_TIME_KEYS)?,
-            push_targets: tab(&store::PUSH_TARGETS)?,
-            push_queue: tab(&store::PUSH_QUEUE)?,
-            dead_letters: tab(&store::DEAD_LETTERS)?,
-            presence_sessions: tab(&store::PRESENCE_SESSIONS)?,
-        })
+    pub fn open(txn: &'t WriteTransaction) -> Self {
+        let tab = |def: &'static store::Table| Tab::new(txn, def);
+        Tables {
+            meta: tab(&store::META),
+            conversations: tab(&store::CONVERSATIONS),
+            members: tab(&store::MEMBERS),
+            user_conversations: tab(&store::USER_CONVERSATIONS),
+            messages: tab(&store::MESSAGES),
+            events: tab(&store::EVENTS),
+            sent: tab(&store::SENT),
+            presence: tab(&store::PRESENCE),
+            device_keys: tab(&store::DEVICE_KEYS),
+            one_time_keys: tab(&store::ONE_TIME_KEYS),
+            push_targets: tab(&store::PUSH_TARGETS),
+            push_queue: tab(&store::PUSH_QUEUE),
+            dead_letters: tab(&store::DEAD_LETTERS),
+            presence_sessions: tab(&store::PRESENCE_SESSIONS),
+        }
     }
 
     pub fn conversation(&self, id: &str) -> Result<Option<pb::ConversationRecord>, StoreError> {

@@ -297,45 +297,7 @@ impl Store {
             txn.delete_table(t)?;
             txn.open_table(t)?;
         }
-        // Rows come table by table: the table of the last row stays open
-        // until a row of another table or the chunk's end, rather than
-        // being opened once per row.
-        loop {
-            let ended = {
-                let mut open: Option<(u8, WriteTable<'_>)> = None;
-                let mut rows = 0usize;
-                loop {
-                    let mut tag = [0u8; 1];
-                    data.read_exact(&mut tag)?;
-                    if tag[0] == END_OF_SNAPSHOT {
-                        break true;
-                    }
-                    let table = *TABLES.get(tag[0] as usize).ok_or_else(|| {
-                        StoreError::BadSnapshot(format!("unknown table {}", tag[0]))
-                    })?;
-                    let key = read_field(data)?;
-                    let value = read_field(data)?;
-                    if tag[0] == 0 && key == APPLIED_KEY {
-                        // The snapshot's own position is written last, below.
-                        continue;
-                    }
-                    let w = match &mut open {
-                        Some((t, w)) if *t == tag[0] => w,
-                        _ => {
-                            open = None;
-                            &mut open.insert((tag[0], txn.open_table(table)?)).1
-                        }
-                    };
-                    w.insert(key.as_slice(), value.as_slice())?;
-                    rows += 1;
-                    if rows == INSTALL_CHUNK_ROWS {
-                        break false;
-                    }
-                }
-            };
-            if ended {
-                break;
-            }
+        while !install_chunk(&txn, data)? {
             txn.commit()?;
             txn = self.write()?;
         }
@@ -358,6 +320,41 @@ impl Store {
         }
         Ok(rows)
     }
+}
+
+/// Inserts the rows of a snapshot stream into `txn`, up to
+/// [`INSTALL_CHUNK_ROWS`] of them; whether the stream ended. Rows come table
+/// by table, so the table of the last row stays open until a row of another
+/// table comes, rather than being opened once per row.
+fn install_chunk(txn: &WriteTransaction, data: &mut dyn Read) -> Result<bool, StoreError> {
+    let mut open: Option<(u8, WriteTable<'_>)> = None;
+    let mut rows = 0;
+    while rows < INSTALL_CHUNK_ROWS {
+        let mut tag = [0u8; 1];
+        data.read_exact(&mut tag)?;
+        if tag[0] == END_OF_SNAPSHOT {
+            return Ok(true);
+        }
+        let table = *TABLES
+            .get(tag[0] as usize)
+            .ok_or_else(|| StoreError::BadSnapshot(format!("unknown table {}", tag[0])))?;
+        let key = read_field(data)?;
+        let value = read_field(data)?;
+        if tag[0] == 0 && key == APPLIED_KEY {
+            // The snapshot's own position is written last, by `install`.
+            continue;
+        }
+        let w = match &mut open {
+            Some((t, w)) if *t == tag[0] => w,
+            _ => {
+                open = None;
+                &mut open.insert((tag[0], txn.open_table(table)?)).1
+            }
+        };
+        w.insert(key.as_slice(), value.as_slice())?;
+        rows += 1;
+    }
+    Ok(false)
 }
 
 fn read_field(data: &mut dyn Read) -> Result<Vec<u8>, StoreError> {
