@@ -113,7 +113,7 @@ impl<SM: StateMachine> Node<SM> {
                         | tonic::Code::Aborted
                         // The connection closed mid-call (the leader stopping).
                         | tonic::Code::Cancelled
-                ) =>
+                ) || broke_here(&s) =>
             {
                 Err(Error::OutcomeUnknown {
                     partition: p,
@@ -150,6 +150,14 @@ impl<SM: StateMachine> Node<SM> {
 /// failed), or no address known. Matched exactly — a connection reset
 /// mid-call also mentions "connection" and must not count, because the
 /// leader may have received the write.
+/// Whether the status was made on this side from a transport failure (it
+/// carries the failure as its source), not answered by the peer: a stopping
+/// leader's GOAWAY reaches a call in flight as a local `Internal` ("h2
+/// protocol error"), which says nothing of whether the write ran.
+fn broke_here(s: &tonic::Status) -> bool {
+    std::error::Error::source(s).is_some()
+}
+
 fn refused(s: &tonic::Status) -> bool {
     s.message() == "tcp connect error" || s.message().starts_with("no known address")
 }
@@ -158,6 +166,15 @@ fn refused(s: &tonic::Status) -> bool {
 mod tests {
     use super::*;
     use crate::network::{ClusterSecret, Peers};
+
+    /// A peer's own `Internal` is its answer; one built here from a broken
+    /// connection leaves the write's fate unknown.
+    #[test]
+    fn a_status_made_from_a_transport_failure_is_told_from_a_peers_answer() {
+        assert!(!broke_here(&tonic::Status::internal("the peer failed")));
+        let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(broke_here(&tonic::Status::from_error(Box::new(broken))));
+    }
 
     /// The retry of a forwarded write after its leader died relies on
     /// recognising a refused connection from tonic's message alone.
