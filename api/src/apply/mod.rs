@@ -86,8 +86,9 @@ pub struct ChatStateMachine {
     store: OnceLock<Arc<Store>>,
     /// This partition's number, stamped on published events.
     partition: u32,
-    /// Where committed events go for live subscribers.
-    hub: Arc<Hub>,
+    /// Where committed events go for live subscribers; none for an offline
+    /// rebuild, which has none and so keeps no events.
+    hub: Option<Arc<Hub>>,
     /// What `apply` wrote and `flush` commits.
     pending: Option<Pending>,
 }
@@ -117,8 +118,17 @@ impl ChatStateMachine {
             path,
             store: OnceLock::new(),
             partition,
-            hub,
+            hub: Some(hub),
             pending: None,
+        }
+    }
+
+    /// The state machine of `partition` with its store at `path`, for a
+    /// rebuild: no live subscriber sees what it applies.
+    pub fn offline(partition: u32, path: PathBuf) -> Self {
+        ChatStateMachine {
+            hub: None,
+            ..ChatStateMachine::new(partition, path, Arc::new(Hub::default()))
         }
     }
 
@@ -260,8 +270,8 @@ impl StateMachine for ChatStateMachine {
             },
         };
         let mut replies = Vec::with_capacity(commands.len());
-        {
-            let mut t = Tables::open(&pending.txn);
+        let mut published = self.hub.is_some().then_some(&mut pending.published);
+        Tables::within(&pending.txn, |t| {
             for c in commands {
                 let outcome = match pb::ChatCommand::decode(c.command.body.as_slice()) {
                     Ok(cmd) => {
@@ -271,7 +281,7 @@ impl StateMachine for ChatStateMachine {
                             now_ms: c.timestamp_ms,
                             index: c.log_id.index,
                         };
-                        apply_command(&mut t, &ctx, &cmd)?
+                        apply_command(t, &ctx, &cmd)?
                     }
                     Err(e) => Err(Rejected::invalid(format!(
                         "the command does not decode: {e}"
@@ -279,8 +289,8 @@ impl StateMachine for ChatStateMachine {
                 };
                 let reply = match outcome {
                     Ok(applied) => {
-                        if let Some(event) = applied.event {
-                            pending.published.push(Published {
+                        if let (Some(event), Some(published)) = (applied.event, &mut published) {
+                            published.push(Published {
                                 index: c.log_id.index,
                                 event,
                             });
@@ -293,8 +303,8 @@ impl StateMachine for ChatStateMachine {
                     body: reply.encode_to_vec(),
                 });
             }
-            t.meta.insert(store::APPLIED_KEY, &after.encode())?;
-        }
+            t.meta.insert(store::APPLIED_KEY, &after.encode())
+        })?;
         pending.entries += commands.len() as u64;
         self.pending = Some(pending);
         Ok(replies)
@@ -305,8 +315,10 @@ impl StateMachine for ChatStateMachine {
             return Ok(());
         };
         self.store()?.commit(pending.txn, pending.entries)?;
-        if !pending.published.is_empty() {
-            self.hub.publish(self.partition, pending.published);
+        if let Some(hub) = &self.hub
+            && !pending.published.is_empty()
+        {
+            hub.publish(self.partition, pending.published);
         }
         Ok(())
     }

@@ -6,8 +6,19 @@
 //! its root back, and a send touches six of the fourteen tables. Opening
 //! all of them for every applied batch was an eighth of the apply path's
 //! instructions at the node's batch sizes (docs/projection-store.md).
+//!
+//! The rows every send rewrites are held back: the conversation's head and
+//! the sender's member row (and the applied position in `meta`, rewritten
+//! by every batch). Their [`Tab`]s keep what an applied batch writes in
+//! memory, reads see it there first, and [`Tables::within`] hands it to
+//! redb once, in key order, when the batch ends: each such row reaches
+//! redb's B-tree once per batch rather than once per command. The other
+//! tables take each row as it comes; their rows are written once anyway.
+//! A batch is bounded (the node's apply batch, or a rebuild's), and so is
+//! what it holds.
 
 use std::cell::OnceCell;
+use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 
 use missive_proto::v1 as pb;
@@ -16,19 +27,27 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use crate::store::{self, StoreError, keys};
 
-/// One table of a write transaction, opened on first use.
+/// One table of a write transaction, opened on first use, with the rows
+/// written since the last [`Tab::write_out`].
 pub struct Tab<'t> {
     txn: &'t WriteTransaction,
     def: &'static store::Table,
     table: OnceCell<store::WriteTable<'t>>,
+    /// Whether writes are held back (see the module docs).
+    holds: bool,
+    /// Rows written and not yet in `table`: the new value, or `None` for a
+    /// removal.
+    held: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl<'t> Tab<'t> {
-    fn new(txn: &'t WriteTransaction, def: &'static store::Table) -> Self {
+    fn new(txn: &'t WriteTransaction, def: &'static store::Table, holds: bool) -> Self {
         Tab {
             txn,
             def,
             table: OnceCell::new(),
+            holds,
+            held: BTreeMap::new(),
         }
     }
 
@@ -50,44 +69,95 @@ impl<'t> Tab<'t> {
         Ok(self.table.get_mut().expect("opened just above"))
     }
 
+    /// Calls `f` with the value at `key`, the held one if there is one.
+    fn with_value<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if let Some(held) = self.held.get(key) {
+            return f(held.as_deref());
+        }
+        match self.table()?.get(key)? {
+            Some(v) => f(Some(v.value())),
+            None => f(None),
+        }
+    }
+
     /// The record at `key`.
     pub fn get<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>, StoreError> {
-        store::get(self.table()?, self.name(), key)
+        self.with_value(key, |v| {
+            v.map(|v| store::decode(self.name(), key, v)).transpose()
+        })
     }
 
     /// The 8-byte big-endian number at `key`, if there is one.
     pub fn get_u64(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .table()?
-            .get(key)?
-            .and_then(|v| v.value().try_into().ok().map(u64::from_be_bytes)))
+        self.with_value(key, |v| {
+            Ok(v.and_then(|v| v.try_into().ok().map(u64::from_be_bytes)))
+        })
     }
 
     /// Writes `value` at `key`.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.table_mut()?.insert(key, value)?;
+        if self.holds {
+            self.held.insert(key.to_vec(), Some(value.to_vec()));
+        } else {
+            self.table_mut()?.insert(key, value)?;
+        }
         Ok(())
     }
 
     /// Writes the record `r` at `key`.
     pub fn put(&mut self, key: &[u8], r: &impl Message) -> Result<(), StoreError> {
-        self.insert(key, &r.encode_to_vec())
+        if self.holds {
+            self.held.insert(key.to_vec(), Some(r.encode_to_vec()));
+            Ok(())
+        } else {
+            self.insert(key, &r.encode_to_vec())
+        }
     }
 
     /// Removes the row at `key`, if any.
     pub fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.table_mut()?.remove(key)?;
+        if self.holds {
+            self.held.insert(key.to_vec(), None);
+        } else {
+            self.table_mut()?.remove(key)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the rows held back to redb, in key order.
+    pub fn write_out(&mut self) -> Result<(), StoreError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        let table = self.table_mut()?;
+        for (k, v) in held {
+            match v {
+                Some(v) => {
+                    table.insert(k.as_slice(), v.as_slice())?;
+                }
+                None => {
+                    table.remove(k.as_slice())?;
+                }
+            }
+        }
         Ok(())
     }
 
     /// Calls `f` with the rows whose keys are in `(from, to)`, in key order,
-    /// until it breaks.
+    /// until it breaks. The rows held back are written out first, so the
+    /// scan sees them.
     pub fn scan(
-        &self,
+        &mut self,
         from: Bound<&[u8]>,
         to: Bound<&[u8]>,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
     ) -> Result<(), StoreError> {
+        self.write_out()?;
         for row in self.table()?.range::<&[u8]>((from, to))? {
             let (k, v) = row?;
             if f(k.value(), v.value())?.is_break() {
@@ -99,7 +169,7 @@ impl<'t> Tab<'t> {
 
     /// The rows whose keys start with `prefix`.
     pub fn scan_prefix(
-        &self,
+        &mut self,
         prefix: &[u8],
         f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, StoreError>,
     ) -> Result<(), StoreError> {
@@ -108,7 +178,7 @@ impl<'t> Tab<'t> {
     }
 
     /// How many keys start with `prefix`.
-    pub fn count_prefix(&self, prefix: &[u8]) -> Result<u64, StoreError> {
+    pub fn count_prefix(&mut self, prefix: &[u8]) -> Result<u64, StoreError> {
         let mut n = 0;
         self.scan_prefix(prefix, |_, _| {
             n += 1;
@@ -137,13 +207,26 @@ pub struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    /// The tables of `txn`, each opened when first used.
-    pub fn open(txn: &'t WriteTransaction) -> Self {
-        let tab = |def: &'static store::Table| Tab::new(txn, def);
+    /// Runs `f` on the tables of `txn`, then writes out what it wrote.
+    pub fn within<R>(
+        txn: &'t WriteTransaction,
+        f: impl FnOnce(&mut Tables<'t>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut t = Tables::open(txn);
+        let r = f(&mut t)?;
+        t.write_out()?;
+        Ok(r)
+    }
+
+    /// The tables of `txn`, each opened when first used. What is written
+    /// through them reaches `txn` at [`Tables::write_out`].
+    fn open(txn: &'t WriteTransaction) -> Self {
+        let tab = |def: &'static store::Table| Tab::new(txn, def, false);
+        let held = |def: &'static store::Table| Tab::new(txn, def, true);
         Tables {
-            meta: tab(&store::META),
-            conversations: tab(&store::CONVERSATIONS),
-            members: tab(&store::MEMBERS),
+            meta: held(&store::META),
+            conversations: held(&store::CONVERSATIONS),
+            members: held(&store::MEMBERS),
             user_conversations: tab(&store::USER_CONVERSATIONS),
             messages: tab(&store::MESSAGES),
             events: tab(&store::EVENTS),
@@ -156,6 +239,29 @@ impl<'t> Tables<'t> {
             dead_letters: tab(&store::DEAD_LETTERS),
             presence_sessions: tab(&store::PRESENCE_SESSIONS),
         }
+    }
+
+    /// Hands every table's held-back rows to redb.
+    fn write_out(&mut self) -> Result<(), StoreError> {
+        for tab in [
+            &mut self.meta,
+            &mut self.conversations,
+            &mut self.members,
+            &mut self.user_conversations,
+            &mut self.messages,
+            &mut self.events,
+            &mut self.sent,
+            &mut self.presence,
+            &mut self.device_keys,
+            &mut self.one_time_keys,
+            &mut self.push_targets,
+            &mut self.push_queue,
+            &mut self.dead_letters,
+            &mut self.presence_sessions,
+        ] {
+            tab.write_out()?;
+        }
+        Ok(())
     }
 
     pub fn conversation(&self, id: &str) -> Result<Option<pb::ConversationRecord>, StoreError> {
@@ -231,5 +337,85 @@ impl<'t> Tables<'t> {
         r: &pb::StoredEvent,
     ) -> Result<(), StoreError> {
         self.events.put(&keys::seq(conv, seq), r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn record(last_seq: u64) -> pb::ConversationRecord {
+        pb::ConversationRecord {
+            last_seq,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn held_rows_are_read_back_scanned_and_written_out_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.redb")).unwrap();
+        let txn = store.write().unwrap();
+        let seen = Tables::within(&txn, |t| {
+            // A row rewritten three times, one removed after its write and
+            // one never there: reads see the latest of each.
+            for seq in 1..=3 {
+                t.put_conversation("c1", &record(seq))?;
+            }
+            t.put_conversation("c2", &record(7))?;
+            t.conversations.remove(b"c2")?;
+            t.conversations.remove(b"c3")?;
+            assert_eq!(t.conversation("c1")?.map(|r| r.last_seq), Some(3));
+            assert_eq!(t.conversation("c2")?, None);
+            t.meta.insert(b"n", &9u64.to_be_bytes())?;
+            assert_eq!(t.meta.get_u64(b"n")?, Some(9));
+            // A scan sees what is held, and what is held stays readable.
+            t.put_conversation("c0", &record(1))?;
+            let mut keys = Vec::new();
+            t.conversations
+                .scan(Bound::Unbounded, Bound::Unbounded, |k, _| {
+                    keys.push(String::from_utf8_lossy(k).into_owned());
+                    Ok(ControlFlow::Continue(()))
+                })?;
+            t.put_conversation("c1", &record(4))?;
+            Ok(keys)
+        })
+        .unwrap();
+        assert_eq!(seen, ["c0", "c1"]);
+        store.commit(txn, 1).unwrap();
+
+        // Everything reached redb when `within` returned.
+        let read = store.read().unwrap();
+        let table = read.open_table(store::CONVERSATIONS).unwrap();
+        let rows: Vec<(String, u64)> = table
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (k, v) = row.unwrap();
+                let r = pb::ConversationRecord::decode(v.value()).unwrap();
+                (String::from_utf8_lossy(k.value()).into_owned(), r.last_seq)
+            })
+            .collect();
+        assert_eq!(rows, [("c0".to_owned(), 1), ("c1".to_owned(), 4)]);
+        let meta = read.open_table(store::META).unwrap();
+        assert_eq!(
+            meta.get(b"n".as_slice()).unwrap().unwrap().value(),
+            9u64.to_be_bytes()
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_writes_nothing_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.redb")).unwrap();
+        let txn = store.write().unwrap();
+        let failed: Result<(), StoreError> = Tables::within(&txn, |t| {
+            t.put_conversation("c1", &record(1))?;
+            Err(StoreError::BadSnapshot("stop".into()))
+        });
+        assert!(failed.is_err());
+        let table = txn.open_table(store::CONVERSATIONS).unwrap();
+        assert!(table.get(b"c1".as_slice()).unwrap().is_none());
     }
 }

@@ -12,7 +12,6 @@
 
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::Arc;
 
 use missive_log::ChainHash;
 use missive_log::fs::StdFs;
@@ -27,7 +26,6 @@ use prost::Message;
 use super::stop::{StopAt, Target, resolve};
 use super::{OfflineError, Source};
 use crate::apply::ChatStateMachine;
-use crate::hub::Hub;
 
 /// Commands applied per transaction. Larger than a node's apply batch
 /// (`missive_raft::MAX_APPLY_BATCH`): a rebuild has no client waiting on
@@ -132,7 +130,7 @@ pub fn rebuild_partition(
         .map(|id| id.index);
     let usable = snapshot_index.filter(|s| target.covers(*s));
 
-    let mut sm = ChatStateMachine::new(p, out.to_owned(), Arc::new(Hub::default()));
+    let mut sm = ChatStateMachine::offline(p, out.to_owned());
     let store = sm.store()?;
     let mut rebuilt = Rebuilt {
         partition: p,

@@ -15,11 +15,10 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use missive_api::{ChatStateMachine, Hub};
+use missive_api::ChatStateMachine;
 use missive_benches::stats::median_of;
 use missive_log::format::parse_segment_file_name;
 use missive_log::fs::StdFs;
@@ -257,7 +256,7 @@ struct Batch {
 
 fn replay_partition(data: &Path, dir: &Path, p: u32, batch: usize) -> Result<Pass> {
     let opened = Instant::now();
-    let mut sm = ChatStateMachine::new(p, dir.join(format!("p{p}.redb")), Arc::new(Hub::default()));
+    let mut sm = ChatStateMachine::offline(p, dir.join(format!("p{p}.redb")));
     sm.store()?;
     let mut pass = Pass {
         open_close_secs: opened.elapsed().as_secs_f64(),
