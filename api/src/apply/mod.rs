@@ -271,7 +271,7 @@ impl StateMachine for ChatStateMachine {
         };
         let mut replies = Vec::with_capacity(commands.len());
         let mut published = self.hub.is_some().then_some(&mut pending.published);
-        Tables::within(&pending.txn, |t| {
+        Tables::within(&pending.txn, commands.len(), |t| {
             for c in commands {
                 let outcome = match pb::ChatCommand::decode(c.command.body.as_slice()) {
                     Ok(cmd) => {

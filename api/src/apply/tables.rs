@@ -15,7 +15,9 @@
 //! redb's B-tree once per batch rather than once per command. The other
 //! tables take each row as it comes; their rows are written once anyway.
 //! A batch is bounded (the node's apply batch, or a rebuild's), and so is
-//! what it holds.
+//! what it holds. A batch of a few commands rarely writes a row twice, and
+//! holding costs a map insert per row: below [`HOLD_FROM_COMMANDS`] nothing
+//! is held (docs/projection-store.md, "Holding a batch's rewritten rows").
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -26,6 +28,10 @@ use prost::Message;
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use crate::store::{self, StoreError, keys};
+
+/// The fewest commands in a batch for which [`Tables::within`] holds rows
+/// back.
+pub const HOLD_FROM_COMMANDS: usize = 16;
 
 /// One table of a write transaction, opened on first use, with the rows
 /// written since the last [`Tab::write_out`].
@@ -207,12 +213,14 @@ pub struct Tables<'t> {
 }
 
 impl<'t> Tables<'t> {
-    /// Runs `f` on the tables of `txn`, then writes out what it wrote.
+    /// Runs `f`, which applies `commands` commands, on the tables of `txn`,
+    /// then writes out what it wrote.
     pub fn within<R>(
         txn: &'t WriteTransaction,
+        commands: usize,
         f: impl FnOnce(&mut Tables<'t>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut t = Tables::open(txn);
+        let mut t = Tables::open(txn, commands >= HOLD_FROM_COMMANDS);
         let r = f(&mut t)?;
         t.write_out()?;
         Ok(r)
@@ -220,9 +228,9 @@ impl<'t> Tables<'t> {
 
     /// The tables of `txn`, each opened when first used. What is written
     /// through them reaches `txn` at [`Tables::write_out`].
-    fn open(txn: &'t WriteTransaction) -> Self {
+    fn open(txn: &'t WriteTransaction, hold: bool) -> Self {
         let tab = |def: &'static store::Table| Tab::new(txn, def, false);
-        let held = |def: &'static store::Table| Tab::new(txn, def, true);
+        let held = |def: &'static store::Table| Tab::new(txn, def, hold);
         Tables {
             meta: held(&store::META),
             conversations: held(&store::CONVERSATIONS),
@@ -352,12 +360,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn held_rows_are_read_back_scanned_and_written_out_in_order() {
+    /// Writes, reads and scans through `Tables` for a batch of `commands`;
+    /// what the scan saw and the conversations table afterwards.
+    fn a_batch(commands: usize) -> (Vec<String>, Vec<(String, u64)>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("p.redb")).unwrap();
         let txn = store.write().unwrap();
-        let seen = Tables::within(&txn, |t| {
+        let seen = Tables::within(&txn, commands, |t| {
             // A row rewritten three times, one removed after its write and
             // one never there: reads see the latest of each.
             for seq in 1..=3 {
@@ -382,13 +391,17 @@ mod tests {
             Ok(keys)
         })
         .unwrap();
-        assert_eq!(seen, ["c0", "c1"]);
         store.commit(txn, 1).unwrap();
 
         // Everything reached redb when `within` returned.
         let read = store.read().unwrap();
+        let meta = read.open_table(store::META).unwrap();
+        assert_eq!(
+            meta.get(b"n".as_slice()).unwrap().unwrap().value(),
+            9u64.to_be_bytes()
+        );
         let table = read.open_table(store::CONVERSATIONS).unwrap();
-        let rows: Vec<(String, u64)> = table
+        let rows = table
             .iter()
             .unwrap()
             .map(|row| {
@@ -397,12 +410,20 @@ mod tests {
                 (String::from_utf8_lossy(k.value()).into_owned(), r.last_seq)
             })
             .collect();
-        assert_eq!(rows, [("c0".to_owned(), 1), ("c1".to_owned(), 4)]);
-        let meta = read.open_table(store::META).unwrap();
-        assert_eq!(
-            meta.get(b"n".as_slice()).unwrap().unwrap().value(),
-            9u64.to_be_bytes()
-        );
+        (seen, rows)
+    }
+
+    #[test]
+    fn held_rows_are_read_back_scanned_and_written_out_as_unheld_ones_are() {
+        for commands in [1, HOLD_FROM_COMMANDS, 1000] {
+            let (seen, rows) = a_batch(commands);
+            assert_eq!(seen, ["c0", "c1"], "{commands} commands");
+            assert_eq!(
+                rows,
+                [("c0".to_owned(), 1), ("c1".to_owned(), 4)],
+                "{commands} commands"
+            );
+        }
     }
 
     #[test]
@@ -410,7 +431,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("p.redb")).unwrap();
         let txn = store.write().unwrap();
-        let failed: Result<(), StoreError> = Tables::within(&txn, |t| {
+        let failed: Result<(), StoreError> = Tables::within(&txn, HOLD_FROM_COMMANDS, |t| {
             t.put_conversation("c1", &record(1))?;
             Err(StoreError::BadSnapshot("stop".into()))
         });
