@@ -2,7 +2,7 @@
 //! its dead letters. Only the node itself proposes these commands (the
 //! notifier and the operators' ChatAdmin calls); no client call builds them.
 
-use std::ops::{Bound, ControlFlow};
+use std::ops::Bound;
 
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_event::Kind;
@@ -21,19 +21,11 @@ pub(super) fn advance(
     if c.up_to <= current {
         return Ok(unchanged("", ctx));
     }
-    // Settled: leave the queue, in order, up to the new cursor.
-    let mut settled = Vec::new();
-    t.push_queue.scan(
+    // Settled: leave the queue, up to the new cursor.
+    t.push_queue.remove_range(
         Bound::Unbounded,
-        Bound::Included(&c.up_to.to_be_bytes()),
-        |k, _| {
-            settled.push(k.to_vec());
-            Ok(ControlFlow::Continue(()))
-        },
+        Bound::Included(c.up_to.to_be_bytes().as_slice()),
     )?;
-    for k in settled {
-        t.push_queue.remove(&k)?;
-    }
     t.meta
         .insert(store::PUSH_CURSOR_KEY, &c.up_to.to_be_bytes())?;
     Ok(unchanged("", ctx))

@@ -77,20 +77,24 @@ fn expire_rows(
     stamp: impl Fn(&[u8]) -> Option<(u64, u64)>,
     before_ms: u64,
 ) -> Result<u64, StoreError> {
-    let mut doomed = Vec::new();
+    // The rows removed are the conversation's first ones, up to `last`.
+    let prefix = keys::prefix(conv);
+    let mut last: Option<Vec<u8>> = None;
     let mut highest = 0;
-    table.scan_prefix(&keys::prefix(conv), |k, v| {
+    table.scan_prefix(&prefix, |k, v| {
         Ok(match stamp(v) {
             Some((ms, index)) if ms < before_ms => {
-                doomed.push(k.to_vec());
+                let l = last.get_or_insert_with(Vec::new);
+                l.clear();
+                l.extend_from_slice(k);
                 highest = highest.max(index);
                 ControlFlow::Continue(())
             }
             _ => ControlFlow::Break(()),
         })
     })?;
-    for k in doomed {
-        table.remove(&k)?;
+    if let Some(last) = last {
+        table.remove_range(Bound::Included(&prefix), Bound::Included(&last))?;
     }
     Ok(highest)
 }
