@@ -34,7 +34,7 @@ use crate::store::{self, StoreError, keys};
 pub const HOLD_FROM_COMMANDS: usize = 16;
 
 /// One table of a write transaction, opened on first use, with the rows
-/// written since the last [`Tab::write_out`].
+/// it holds back.
 pub struct Tab<'t> {
     txn: &'t WriteTransaction,
     def: &'static store::Table,
@@ -145,7 +145,7 @@ impl<'t> Tab<'t> {
     }
 
     /// Hands the rows held back to redb, in key order.
-    pub fn write_out(&mut self) -> Result<(), StoreError> {
+    fn write_out(&mut self) -> Result<(), StoreError> {
         if self.held.is_empty() {
             return Ok(());
         }
