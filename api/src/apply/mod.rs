@@ -270,7 +270,8 @@ impl StateMachine for ChatStateMachine {
             },
         };
         let mut replies = Vec::with_capacity(commands.len());
-        let mut published = self.hub.is_some().then_some(&mut pending.published);
+        // Events are kept only for a hub to publish.
+        let keep_events = self.hub.is_some();
         Tables::within(&pending.txn, commands.len(), |t| {
             for c in commands {
                 let outcome = match pb::ChatCommand::decode(c.command.body.as_slice()) {
@@ -289,8 +290,8 @@ impl StateMachine for ChatStateMachine {
                 };
                 let reply = match outcome {
                     Ok(applied) => {
-                        if let (Some(event), Some(published)) = (applied.event, &mut published) {
-                            published.push(Published {
+                        if keep_events && let Some(event) = applied.event {
+                            pending.published.push(Published {
                                 index: c.log_id.index,
                                 event,
                             });

@@ -77,23 +77,23 @@ fn expire_rows(
     stamp: impl Fn(&[u8]) -> Option<(u64, u64)>,
     before_ms: u64,
 ) -> Result<u64, StoreError> {
-    // The rows removed are the conversation's first ones, up to `last`.
+    // The rows removed are the conversation's first ones, up to `last`
+    // (empty if none: no key is).
     let prefix = keys::prefix(conv);
-    let mut last: Option<Vec<u8>> = None;
+    let mut last = Vec::new();
     let mut highest = 0;
     table.scan_prefix(&prefix, |k, v| {
         Ok(match stamp(v) {
             Some((ms, index)) if ms < before_ms => {
-                let l = last.get_or_insert_with(Vec::new);
-                l.clear();
-                l.extend_from_slice(k);
+                last.clear();
+                last.extend_from_slice(k);
                 highest = highest.max(index);
                 ControlFlow::Continue(())
             }
             _ => ControlFlow::Break(()),
         })
     })?;
-    if let Some(last) = last {
+    if !last.is_empty() {
         table.remove_range(Bound::Included(&prefix), Bound::Included(&last))?;
     }
     Ok(highest)

@@ -106,32 +106,27 @@ impl<'t> Tab<'t> {
 
     /// Writes `value` at `key`.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        if self.holds {
-            self.held.insert(key.to_vec(), Some(value.to_vec()));
-        } else {
-            self.table_mut()?.insert(key, value)?;
-        }
-        Ok(())
+        self.write(key, Some(value.to_vec()))
     }
 
     /// Writes the record `r` at `key`.
     pub fn put(&mut self, key: &[u8], r: &impl Message) -> Result<(), StoreError> {
-        if self.holds {
-            self.held.insert(key.to_vec(), Some(r.encode_to_vec()));
-            Ok(())
-        } else {
-            self.insert(key, &r.encode_to_vec())
-        }
+        self.write(key, Some(r.encode_to_vec()))
     }
 
     /// Removes the row at `key`, if any.
     pub fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.write(key, None)
+    }
+
+    /// Writes `value` at `key` (removes the row if `None`), or holds it back.
+    fn write(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), StoreError> {
         if self.holds {
-            self.held.insert(key.to_vec(), None);
+            self.held.insert(key.to_vec(), value);
+            Ok(())
         } else {
-            self.table_mut()?.remove(key)?;
+            write_row(self.table_mut()?, key, value.as_deref())
         }
-        Ok(())
     }
 
     /// Removes every row whose key is in `(from, to)`: one walk along the
@@ -152,14 +147,7 @@ impl<'t> Tab<'t> {
         let held = std::mem::take(&mut self.held);
         let table = self.table_mut()?;
         for (k, v) in held {
-            match v {
-                Some(v) => {
-                    table.insert(k.as_slice(), v.as_slice())?;
-                }
-                None => {
-                    table.remove(k.as_slice())?;
-                }
-            }
+            write_row(table, &k, v.as_deref())?;
         }
         Ok(())
     }
@@ -202,6 +190,19 @@ impl<'t> Tab<'t> {
         })?;
         Ok(n)
     }
+}
+
+/// Writes `value` at `key` in `table`, or removes the row if `None`.
+fn write_row(
+    table: &mut store::WriteTable<'_>,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    match value {
+        Some(v) => table.insert(key, v).map(drop)?,
+        None => table.remove(key).map(drop)?,
+    }
+    Ok(())
 }
 
 /// Every table, open in one transaction.

@@ -145,11 +145,6 @@ impl<SM: StateMachine> Node<SM> {
     }
 }
 
-/// True when a status says the connection could not be opened, so the call
-/// never left this node: tonic's "tcp connect error" (the TCP connect itself
-/// failed), or no address known. Matched exactly — a connection reset
-/// mid-call also mentions "connection" and must not count, because the
-/// leader may have received the write.
 /// Whether the status was made on this side from a transport failure (it
 /// carries the failure as its source), not answered by the peer: a stopping
 /// leader's GOAWAY reaches a call in flight as a local `Internal` ("h2
@@ -158,6 +153,11 @@ fn broke_here(s: &tonic::Status) -> bool {
     std::error::Error::source(s).is_some()
 }
 
+/// True when a status says the connection could not be opened, so the call
+/// never left this node: tonic's "tcp connect error" (the TCP connect itself
+/// failed), or no address known. Matched exactly — a connection reset
+/// mid-call also mentions "connection" and must not count, because the
+/// leader may have received the write.
 fn refused(s: &tonic::Status) -> bool {
     s.message() == "tcp connect error" || s.message().starts_with("no known address")
 }
