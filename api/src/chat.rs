@@ -368,18 +368,14 @@ impl Chat {
     ) -> Result<(), tonic::transport::Error> {
         let stop = self.inner.stop.clone();
         crate::service::router(self.clone(), tls)?
-            .serve_with_incoming_shutdown(
-                // Replies go out at once (no Nagle delay behind a delayed ACK).
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    shutdown.await;
-                    // A graceful server shutdown waits for every open stream:
-                    // subscriptions and gateway links end when the node
-                    // stops, telling their clients to go on elsewhere, so
-                    // the stop begins here rather than after serving ends.
-                    stop.send_replace(true);
-                },
-            )
+            .serve_with_incoming_shutdown(missive_proto::wire::incoming(listener), async move {
+                shutdown.await;
+                // A graceful server shutdown waits for every open stream:
+                // subscriptions and gateway links end when the node
+                // stops, telling their clients to go on elsewhere, so
+                // the stop begins here rather than after serving ends.
+                stop.send_replace(true);
+            })
             .await
     }
 

@@ -128,13 +128,16 @@ impl Nodes {
             }
             let endpoint = endpoint
                 .connect_timeout(CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
                 .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                 .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                 .keep_alive_while_idle(true)
                 .initial_stream_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW);
-            let link = Link::new(a.clone(), endpoint.connect_lazy(), MAX_GRPC_MESSAGE_BYTES);
+            let link = Link::new(
+                a.clone(),
+                missive_proto::wire::connect_lazy(&endpoint),
+                MAX_GRPC_MESSAGE_BYTES,
+            );
             channels.push((a, link));
         }
         Ok(Nodes {

@@ -3,9 +3,9 @@
 //!
 //! The .proto files under `proto/` are the source of truth; `build.rs` compiles
 //! them with `protox` (pure Rust, so no system `protoc` is needed) and
-//! `tonic-prost-build`. Everything here is generated: conversions between these
-//! wire types and each crate's own types live at the edge of the crate that owns
-//! them, so the types never leak into a core.
+//! `tonic-prost-build`. Everything here but [`wire`] is generated: conversions
+//! between these wire types and each crate's own types live at the edge of the
+//! crate that owns them, so the types never leak into a core.
 //!
 //! This crate must depend on nothing else in the workspace: every other crate
 //! may depend on it, and the schema must stay buildable on its own.
@@ -18,6 +18,8 @@
 //!   internal node-to-node service (`raft.proto`).
 //! - [`ENVELOPE_VERSION`]: the envelope version today's writers set.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded schema, for gRPC reflection.
+//! - [`wire`]: how these messages travel: the TCP streams every missive
+//!   gRPC server and client uses, so that small messages share a write.
 
 /// The generated `missive.v1` package (see `proto/missive/v1/*.proto`).
 // Generated oneofs hold messages inline; boxing them would change every
@@ -26,6 +28,8 @@
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/missive.v1.rs"));
 }
+
+pub mod wire;
 
 /// The value of [`v1::LogEntry::envelope_version`] that this build writes and
 /// understands. A reader must refuse an entry with any other value rather than

@@ -201,10 +201,9 @@ pub(crate) fn client_of(ch: Channel) -> RaftInternalClient<Channel> {
 
 /// A lazily connected channel to `addr` (`host:port`).
 pub(crate) fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy())
+    let endpoint =
+        Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(CONNECT_TIMEOUT);
+    Ok(missive_proto::wire::connect_lazy(&endpoint))
 }
 
 /// Runs `call` for at most `timeout`, whatever the server does with the

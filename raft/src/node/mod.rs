@@ -66,7 +66,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 pub use self::dump::for_each_committed;
 pub use self::meta::NODE_META_FILE;
@@ -365,15 +364,10 @@ impl<SM: StateMachine> Node<SM> {
         let (stop, stopped) = oneshot::channel::<()>();
         let server = Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(
-                // Replies go out at once: with Nagle on, each small reply waits
-                // for the peer's delayed ACK (about 40 ms per round trip).
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    // A dropped sender stops the server too.
-                    let _ = stopped.await;
-                },
-            );
+            .serve_with_incoming_shutdown(missive_proto::wire::incoming(listener), async {
+                // A dropped sender stops the server too.
+                let _ = stopped.await;
+            });
         let task = tokio::spawn(server);
         *self
             .inner
