@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -55,6 +55,9 @@ pub struct Peers {
 struct Inner {
     /// Added to every call.
     secret: ClusterSecret,
+    /// Where the channels' tasks run (connections, request queues); the
+    /// runtime current when a channel is made if none.
+    runtime: Option<tokio::runtime::Handle>,
     /// Each peer's address and its channel. A std `Mutex`: held only to look
     /// up or insert, never across an `.await`.
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
@@ -63,9 +66,18 @@ struct Inner {
 impl Peers {
     /// Peers called with `secret`.
     pub fn new(secret: ClusterSecret) -> Peers {
+        Peers::with_runtime(secret, None)
+    }
+
+    /// Peers called with `secret`, whose connections run on `runtime`.
+    pub(crate) fn with_runtime(
+        secret: ClusterSecret,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Peers {
         Peers {
             inner: Arc::new(Inner {
                 secret,
+                runtime,
                 channels: Mutex::new(HashMap::new()),
             }),
         }
@@ -81,7 +93,7 @@ impl Peers {
         if channels.get(&id).is_some_and(|(a, _)| a == addr) {
             return;
         }
-        match channel_to(addr) {
+        match channel_to(addr, self.inner.runtime.as_ref()) {
             Ok(ch) => {
                 channels.insert(id, (addr.to_owned(), ch));
             }
@@ -200,10 +212,26 @@ pub(crate) fn client_of(ch: Channel) -> RaftInternalClient<Channel> {
 }
 
 /// A lazily connected channel to `addr` (`host:port`).
-pub(crate) fn channel_to(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    let endpoint =
+pub(crate) fn channel_to(
+    addr: &str,
+    runtime: Option<&tokio::runtime::Handle>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut endpoint =
         Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(CONNECT_TIMEOUT);
+    if let Some(rt) = runtime {
+        endpoint = endpoint.executor(OnRuntime(rt.clone()));
+    }
     Ok(missive_proto::wire::connect_lazy(&endpoint))
+}
+
+/// Spawns a channel's tasks on one runtime.
+#[derive(Clone)]
+struct OnRuntime(tokio::runtime::Handle);
+
+impl hyper::rt::Executor<Pin<Box<dyn Future<Output = ()> + Send>>> for OnRuntime {
+    fn execute(&self, task: Pin<Box<dyn Future<Output = ()> + Send>>) {
+        self.0.spawn(task);
+    }
 }
 
 /// Runs `call` for at most `timeout`, whatever the server does with the
