@@ -114,21 +114,22 @@ impl std::fmt::Debug for Pending {
 impl ChatStateMachine {
     /// The state machine of `partition`, with its store at `path`.
     pub fn new(partition: u32, path: PathBuf, hub: Arc<Hub>) -> Self {
-        ChatStateMachine {
-            path,
-            store: OnceLock::new(),
-            partition,
-            hub: Some(hub),
-            pending: None,
-        }
+        Self::with_hub(partition, path, Some(hub))
     }
 
     /// The state machine of `partition` with its store at `path`, for a
     /// rebuild: no live subscriber sees what it applies.
     pub fn offline(partition: u32, path: PathBuf) -> Self {
+        Self::with_hub(partition, path, None)
+    }
+
+    fn with_hub(partition: u32, path: PathBuf, hub: Option<Arc<Hub>>) -> Self {
         ChatStateMachine {
-            hub: None,
-            ..ChatStateMachine::new(partition, path, Arc::new(Hub::default()))
+            path,
+            store: OnceLock::new(),
+            partition,
+            hub,
+            pending: None,
         }
     }
 

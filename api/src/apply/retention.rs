@@ -29,12 +29,7 @@ pub(super) fn expire(
     ctx: &Ctx<'_>,
     c: &pb::ExpireHistory,
 ) -> Result<Outcome, StoreError> {
-    let mut convs = Vec::new();
-    t.conversations
-        .scan(Bound::Unbounded, Bound::Unbounded, |k, _| {
-            convs.push(String::from_utf8_lossy(k).into_owned());
-            Ok(ControlFlow::Continue(()))
-        })?;
+    let convs = t.conversation_ids()?;
     let mut floor = 0u64;
     for conv in &convs {
         // A send's event is its message row (see `query::events`), so the

@@ -106,7 +106,7 @@ impl<'t> Tab<'t> {
 
     /// Writes `value` at `key`.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.write(key, Some(value.to_vec()))
+        self.write(key, Some(value))
     }
 
     /// Writes the record `r` at `key`.
@@ -116,16 +116,21 @@ impl<'t> Tab<'t> {
 
     /// Removes the row at `key`, if any.
     pub fn remove(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.write(key, None)
+        self.write::<&[u8]>(key, None)
     }
 
-    /// Writes `value` at `key` (removes the row if `None`), or holds it back.
-    fn write(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Result<(), StoreError> {
+    /// Writes `value` at `key` (removes the row if `None`), or holds it back;
+    /// a borrowed value is copied only to be held.
+    fn write<V: AsRef<[u8]> + Into<Vec<u8>>>(
+        &mut self,
+        key: &[u8],
+        value: Option<V>,
+    ) -> Result<(), StoreError> {
         if self.holds {
-            self.held.insert(key.to_vec(), value);
+            self.held.insert(key.to_vec(), value.map(Into::into));
             Ok(())
         } else {
-            write_row(self.table_mut()?, key, value.as_deref())
+            write_row(self.table_mut()?, key, value.as_ref().map(AsRef::as_ref))
         }
     }
 
@@ -260,27 +265,24 @@ impl<'t> Tables<'t> {
         }
     }
 
-    /// Hands every table's held-back rows to redb.
+    /// Hands the held-back rows to redb: only the tables [`Tables::open`]
+    /// lets hold can have any.
     fn write_out(&mut self) -> Result<(), StoreError> {
-        for tab in [
-            &mut self.meta,
-            &mut self.conversations,
-            &mut self.members,
-            &mut self.user_conversations,
-            &mut self.messages,
-            &mut self.events,
-            &mut self.sent,
-            &mut self.presence,
-            &mut self.device_keys,
-            &mut self.one_time_keys,
-            &mut self.push_targets,
-            &mut self.push_queue,
-            &mut self.dead_letters,
-            &mut self.presence_sessions,
-        ] {
+        for tab in [&mut self.meta, &mut self.conversations, &mut self.members] {
             tab.write_out()?;
         }
         Ok(())
+    }
+
+    /// Every conversation's id, in order.
+    pub fn conversation_ids(&mut self) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        self.conversations
+            .scan(Bound::Unbounded, Bound::Unbounded, |k, _| {
+                ids.push(String::from_utf8_lossy(k).into_owned());
+                Ok(ControlFlow::Continue(()))
+            })?;
+        Ok(ids)
     }
 
     pub fn conversation(&self, id: &str) -> Result<Option<pb::ConversationRecord>, StoreError> {
@@ -392,12 +394,7 @@ mod tests {
             assert_eq!(t.meta.get_u64(b"n")?, Some(9));
             // A scan sees what is held, and what is held stays readable.
             t.put_conversation("c0", &record(1))?;
-            let mut keys = Vec::new();
-            t.conversations
-                .scan(Bound::Unbounded, Bound::Unbounded, |k, _| {
-                    keys.push(String::from_utf8_lossy(k).into_owned());
-                    Ok(ControlFlow::Continue(()))
-                })?;
+            let keys = t.conversation_ids()?;
             t.put_conversation("c1", &record(4))?;
             Ok(keys)
         })

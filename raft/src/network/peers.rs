@@ -55,25 +55,16 @@ pub struct Peers {
 struct Inner {
     /// Added to every call.
     secret: ClusterSecret,
-    /// Where the channels' tasks run (connections, request queues); the
-    /// runtime current when a channel is made if none.
-    runtime: Option<tokio::runtime::Handle>,
+    /// Where the channels' tasks run: their connections and request queues.
+    runtime: tokio::runtime::Handle,
     /// Each peer's address and its channel. A std `Mutex`: held only to look
     /// up or insert, never across an `.await`.
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
 }
 
 impl Peers {
-    /// Peers called with `secret`.
-    pub fn new(secret: ClusterSecret) -> Peers {
-        Peers::with_runtime(secret, None)
-    }
-
-    /// Peers called with `secret`, whose connections run on `runtime`.
-    pub(crate) fn with_runtime(
-        secret: ClusterSecret,
-        runtime: Option<tokio::runtime::Handle>,
-    ) -> Peers {
+    /// Peers called with `secret`, whose channels' tasks run on `runtime`.
+    pub fn new(secret: ClusterSecret, runtime: tokio::runtime::Handle) -> Peers {
         Peers {
             inner: Arc::new(Inner {
                 secret,
@@ -93,7 +84,7 @@ impl Peers {
         if channels.get(&id).is_some_and(|(a, _)| a == addr) {
             return;
         }
-        match channel_to(addr, self.inner.runtime.as_ref()) {
+        match channel_to(addr, &self.inner.runtime) {
             Ok(ch) => {
                 channels.insert(id, (addr.to_owned(), ch));
             }
@@ -211,16 +202,15 @@ pub(crate) fn client_of(ch: Channel) -> RaftInternalClient<Channel> {
         .max_encoding_message_size(super::MAX_MESSAGE_BYTES)
 }
 
-/// A lazily connected channel to `addr` (`host:port`).
+/// A lazily connected channel to `addr` (`host:port`), its tasks on
+/// `runtime`.
 pub(crate) fn channel_to(
     addr: &str,
-    runtime: Option<&tokio::runtime::Handle>,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<Channel, tonic::transport::Error> {
-    let mut endpoint =
-        Endpoint::from_shared(format!("http://{addr}"))?.connect_timeout(CONNECT_TIMEOUT);
-    if let Some(rt) = runtime {
-        endpoint = endpoint.executor(OnRuntime(rt.clone()));
-    }
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .executor(OnRuntime(runtime.clone()));
     Ok(missive_proto::wire::connect_lazy(&endpoint))
 }
 

@@ -293,7 +293,7 @@ impl<SM: StateMachine> Node<SM> {
         // under a leader restored after a restart (see `LogStore::raft_config`).
         let raft_config = Arc::new(LogStore::raft_config((*config.raft).clone()));
         let consensus = ConsensusRuntime::new()?;
-        let peers = Peers::with_runtime(config.secret.clone(), Some(consensus.handle().clone()));
+        let peers = Peers::new(config.secret.clone(), consensus.handle().clone());
         let mut partitions = Vec::new();
         let mut closed: Vec<Closed> = Vec::new();
         for p in 0..meta.partitions {

@@ -184,7 +184,10 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
         };
-        let peers = Peers::new(ClusterSecret::new("some-secret").expect("secret"));
+        let peers = Peers::new(
+            ClusterSecret::new("some-secret").expect("secret"),
+            tokio::runtime::Handle::current(),
+        );
         peers.learn(9, &format!("127.0.0.1:{port}"));
         let err = peers
             .forward(9, 0, pb::Command::default(), Duration::from_secs(2))
