@@ -94,6 +94,19 @@ use crate::types::{NodeId, TypeConfig};
 /// Partitions a new node directory gets when none is asked for.
 pub const DEFAULT_PARTITIONS: u32 = 4;
 
+/// Entries a partition commits between two snapshots (openraft's
+/// `SnapshotPolicy::LogsSinceLast`).
+///
+/// A snapshot writes out the whole state machine, so its cost grows with
+/// the state while the interval does not: at openraft's default of 5,000
+/// entries, a chat partition under steady load rewrote its entire
+/// projections every few seconds, each snapshot larger than the one before.
+/// The projection store is durable by itself and a restart replays the log
+/// from it, so snapshots only move the purge point (which retention and a
+/// replica too far behind follow); neither needs them often.
+/// docs/raft-storage.md, "How often a partition snapshots".
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 100_000;
+
 /// Name of the directory holding the partitions.
 pub const PARTITIONS_DIR: &str = "partitions";
 
@@ -132,6 +145,7 @@ impl NodeConfig {
             heartbeat_interval: 100,
             election_timeout_min: 400,
             election_timeout_max: 800,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
             ..openraft::Config::default()
         };
         let raft = LogStore::raft_config(raft);

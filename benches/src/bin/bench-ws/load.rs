@@ -31,6 +31,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::Ws;
+use crate::report::GOAL_P99_US;
 
 /// Tasks that send; user `u` is sent from by task `u mod SENDERS`. The
 /// user count is a multiple of it, so message `i` lands on task
@@ -248,6 +249,7 @@ impl Fleet {
             .filter(|(s, _)| *s >= w0 && *s < w1)
             .map(|(s, r)| r.saturating_sub(*s) as f64)
             .collect();
+        let tail = Tail::of(&samples, w0, w1);
         let received_in_window = samples.iter().filter(|(_, r)| *r >= w0 && *r < w1).count();
         let scheduled_in_window = (0..total)
             .filter(|i| {
@@ -283,6 +285,7 @@ impl Fleet {
             bench_cores: bench,
             machine_busy,
             machine_steal,
+            tail,
         })
     }
 }
@@ -323,6 +326,45 @@ pub(crate) struct StepRun {
     /// hypervisor: near 1, the step was capped by the cores.
     pub(crate) machine_busy: f64,
     pub(crate) machine_steal: f64,
+    /// Where in the window the messages slower than the goal were sent.
+    pub(crate) tail: Tail,
+}
+
+/// The length of the slots [`Tail`] counts.
+pub(crate) const TAIL_SLOT_US: u64 = 100_000;
+
+/// Whether a window's slow messages came in bursts or throughout: the
+/// messages scheduled in the window whose latency reached the goal
+/// ([`GOAL_P99_US`]), and how many of the window's 100-ms slots (by
+/// scheduled time) held any. A pause of the node makes a few slots hold
+/// them all; a system short of CPU spreads them over many.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tail {
+    pub(crate) slow: u64,
+    pub(crate) slow_slots: u64,
+    pub(crate) slots: u64,
+    /// The most slow messages in one slot.
+    pub(crate) worst_slot: u64,
+}
+
+impl Tail {
+    /// Over the `(scheduled µs, received µs)` samples scheduled in
+    /// `[w0, w1)`.
+    fn of(samples: &[(u64, u64)], w0: u64, w1: u64) -> Tail {
+        let slots = w1.saturating_sub(w0).div_ceil(TAIL_SLOT_US);
+        let mut per_slot = vec![0u64; slots as usize];
+        for (s, r) in samples {
+            if *s >= w0 && *s < w1 && r.saturating_sub(*s) as f64 >= GOAL_P99_US {
+                per_slot[((s - w0) / TAIL_SLOT_US) as usize] += 1;
+            }
+        }
+        Tail {
+            slow: per_slot.iter().sum(),
+            slow_slots: per_slot.iter().filter(|n| **n > 0).count() as u64,
+            slots,
+            worst_slot: per_slot.iter().copied().max().unwrap_or(0),
+        }
+    }
 }
 
 /// A step counts as sustained when the partners received at least this

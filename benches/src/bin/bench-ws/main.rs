@@ -90,9 +90,9 @@ mod report;
 mod rlimit;
 mod servers;
 
-use crate::load::{Clock, Fleet, SENDERS, StepRun};
+use crate::load::{Clock, Fleet, SENDERS, StepRun, TAIL_SLOT_US};
 use crate::relay::Relay;
-use crate::report::{Delivery, Report};
+use crate::report::{Delivery, GOAL_P99_US, Report};
 use crate::servers::Missive;
 
 const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY]";
@@ -373,7 +373,8 @@ async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Resul
     eprintln!(
         "{:<10} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
          lost {} ({} late), errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
-         bench {:.2}; machine busy {:.0} % (steal {:.0} %){}",
+         bench {:.2}; machine busy {:.0} % (steal {:.0} %); {} at or over {:.0} ms, in {} of {} \
+         {}-ms slots (at most {} in one){}",
         fleet.name,
         rate,
         s.delivered_per_s,
@@ -388,6 +389,12 @@ async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Resul
         s.bench_cores,
         s.machine_busy * 100.0,
         s.machine_steal * 100.0,
+        s.tail.slow,
+        GOAL_P99_US / 1e3,
+        s.tail.slow_slots,
+        s.tail.slots,
+        TAIL_SLOT_US / 1000,
+        s.tail.worst_slot,
         if s.sustained() {
             ""
         } else {
