@@ -73,7 +73,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::applied_state::AppliedState;
 use crate::error::{Error, Result};
 use crate::log_store::{LogStore, PartitionLog};
-use crate::snapshot::{SnapshotDir, SnapshotFile};
+use crate::snapshot::{Backlog, SnapshotDir, SnapshotFile};
 use crate::state_machine::{CommandEntry, SnapshotSource, StateMachine};
 use crate::types::{
     Entry, LeaderId, LogId, Node, NodeId, Payload, Reply, SnapshotMeta, StoredMembership,
@@ -354,6 +354,24 @@ impl<SM: StateMachine> StateMachineStore<SM> {
         let mut store = self.clone();
         let mut builder = store.get_snapshot_builder().await;
         builder.build_snapshot().await
+    }
+
+    /// What decides whether this partition should take a snapshot now
+    /// (`crate::snapshot::Backlog`); `None` without a linked, open log.
+    /// Blocking, but brief: a `stat` and the log's segment list.
+    pub(crate) fn snapshot_backlog(&self) -> Result<Option<Backlog>> {
+        let Some(log) = self.log() else {
+            return Ok(None);
+        };
+        let (last, snapshot_bytes) = self.inner.snapshots.current_extent()?.unwrap_or((None, 0));
+        let applied = lock(&self.inner.applied).last_applied;
+        Ok(Some(Backlog {
+            log_bytes: log.bytes_after(last.map(|id| id.index)),
+            snapshot_bytes,
+            applied_beyond: applied.map(|id| id.index) > last.map(|id| id.index),
+            segment_bytes: log.segment_bytes(),
+            retention: log.has_retention(),
+        }))
     }
 
     /// The partition's log, if linked and still open.

@@ -94,18 +94,12 @@ use crate::types::{NodeId, TypeConfig};
 /// Partitions a new node directory gets when none is asked for.
 pub const DEFAULT_PARTITIONS: u32 = 4;
 
-/// Entries a partition commits between two snapshots (openraft's
-/// `SnapshotPolicy::LogsSinceLast`).
-///
-/// A snapshot writes out the whole state machine, so its cost grows with
-/// the state while the interval does not: at openraft's default of 5,000
-/// entries, a chat partition under steady load rewrote its entire
-/// projections every few seconds, each snapshot larger than the one before.
-/// The projection store is durable by itself and a restart replays the log
-/// from it, so snapshots only move the purge point (which retention and a
-/// replica too far behind follow); neither needs them often.
-/// docs/raft-storage.md, "How often a partition snapshots".
-pub const SNAPSHOT_EVERY_ENTRIES: u64 = 100_000;
+/// How often a node looks at whether its partitions should snapshot
+/// (`crate::snapshot::Backlog`: by the log behind the current snapshot,
+/// against the snapshot's size; docs/raft-storage.md, "How often a
+/// partition snapshots"). openraft's own policy, which counts entries, is
+/// off in [`NodeConfig::new`].
+pub const SNAPSHOT_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Name of the directory holding the partitions.
 pub const PARTITIONS_DIR: &str = "partitions";
@@ -145,7 +139,9 @@ impl NodeConfig {
             heartbeat_interval: 100,
             election_timeout_min: 400,
             election_timeout_max: 800,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+            // A snapshot costs what the state weighs, so the node takes
+            // them by the log's size instead (SNAPSHOT_CHECK_EVERY).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             ..openraft::Config::default()
         };
         let raft = LogStore::raft_config(raft);
@@ -208,9 +204,9 @@ struct Inner<SM: StateMachine> {
     server: Mutex<Option<ServerTask>>,
     /// Where relayed ephemeral messages go ([`Node::on_relay`]); set once.
     relay: OnceLock<RelayHandler>,
-    /// The rebalancing task, aborted at shutdown. A std `Mutex`, never held
-    /// across an `.await`.
-    rebalancer: Mutex<Option<JoinHandle<()>>>,
+    /// The periodic tasks (rebalancing, snapshots), aborted at shutdown. A
+    /// std `Mutex`, never held across an `.await`.
+    background: Mutex<Vec<JoinHandle<()>>>,
     /// Where openraft's tasks run (see the module docs). Last, so
     /// everything above is dropped before it stops.
     consensus: ConsensusRuntime,
@@ -355,31 +351,64 @@ impl<SM: StateMachine> Node<SM> {
                 closed: Mutex::new(closed),
                 server: Mutex::new(None),
                 relay: OnceLock::new(),
-                rebalancer: Mutex::new(None),
+                background: Mutex::new(Vec::new()),
             }),
         };
         node.serve(listener, config.secret);
         if let Some(every) = config.rebalance_every {
-            // A weak handle: the task must not keep a shut-down node alive.
-            let weak = Arc::downgrade(&node.inner);
-            let task = node.inner.consensus.handle().spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let Some(inner) = weak.upgrade() else { return };
-                    let node = Node { inner };
-                    if let Err(e) = node.rebalance().await {
-                        tracing::debug!(error = %e, "rebalancing leaders");
-                    }
+            node.every(every, |node| async move {
+                if let Err(e) = node.rebalance().await {
+                    tracing::debug!(error = %e, "rebalancing leaders");
                 }
             });
-            *node
-                .inner
-                .rebalancer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(task);
         }
+        node.every(SNAPSHOT_CHECK_EVERY, |node| async move {
+            node.snapshot_due_partitions().await;
+        });
         tracing::info!(id = config.id, addr = %node.inner.addr, partitions = meta.partitions, "node started");
         Ok(node)
+    }
+
+    /// Runs `job` on the consensus runtime every `period` until the node
+    /// shuts down. The task holds the node weakly: it never keeps a dropped
+    /// node alive.
+    fn every<F, Fut>(&self, period: Duration, job: F)
+    where
+        F: Fn(Node<SM>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let weak = Arc::downgrade(&self.inner);
+        let task = self.inner.consensus.handle().spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(inner) = weak.upgrade() else { return };
+                job(Node { inner }).await;
+            }
+        });
+        self.inner
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
+    /// Asks openraft for a snapshot of each partition whose log has grown
+    /// enough behind its current one (`crate::snapshot::Backlog`).
+    async fn snapshot_due_partitions(&self) {
+        for (p, part) in self.inner.partitions.iter().enumerate() {
+            match part.sm.snapshot_backlog() {
+                Ok(Some(backlog)) if backlog.snapshot_due() => {
+                    tracing::info!(partition = p, ?backlog, "snapshot due");
+                    if let Err(e) = part.raft.trigger().snapshot().await {
+                        tracing::debug!(partition = p, error = %e, "triggering a snapshot");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "sizing the log behind the snapshot")
+                }
+            }
+        }
     }
 
     fn serve(&self, listener: tokio::net::TcpListener, secret: ClusterSecret) {
@@ -510,13 +539,14 @@ impl<SM: StateMachine> Node<SM> {
     /// Stops serving, shuts every partition down and waits until their logs
     /// are closed (so the directory can be reopened).
     pub async fn shutdown(&self) -> Result<()> {
-        if let Some(task) = self
-            .inner
-            .rebalancer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+        let background = std::mem::take(
+            &mut *self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in background {
             task.abort();
         }
         let server = self

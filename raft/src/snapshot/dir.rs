@@ -97,6 +97,21 @@ impl SnapshotDir {
         self.lock().as_ref().map(|c| c.state.clone())
     }
 
+    /// The current snapshot's last entry and its file's size, if there is
+    /// one. Blocking (a `stat`).
+    pub fn current_extent(&self) -> Result<Option<(Option<LogId>, u64)>> {
+        let current = self.lock();
+        let Some(Current { state, .. }) = &*current else {
+            return Ok(None);
+        };
+        // Under the lock, so the size is that of the file `state` describes.
+        let path = self.dir.join(CURRENT);
+        let bytes = std::fs::metadata(&path)
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
+        Ok(Some((state.last_applied, bytes)))
+    }
+
     /// The chain hash of entry `last` as the current snapshot carries it,
     /// if the current snapshot ends at `last` and carries one. Never does
     /// I/O.

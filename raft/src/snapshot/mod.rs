@@ -7,6 +7,7 @@
 //! - `file`: [`SnapshotFile`], the snapshot data openraft passes around.
 //! - `dir`: a partition's snapshot directory — the current snapshot and its
 //!   atomic replacement by a newer one (built here or received).
+//! - `policy`: when a partition takes a snapshot.
 //!
 //! # Invariants
 //!
@@ -20,8 +21,10 @@
 mod dir;
 mod file;
 mod format;
+mod policy;
 
 pub(crate) use dir::SnapshotDir;
 pub use file::SnapshotFile;
 pub use format::MAX_STATE_BYTES;
 pub(crate) use format::{check_body, read_head};
+pub(crate) use policy::Backlog;

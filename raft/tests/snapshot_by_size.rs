@@ -1,0 +1,119 @@
+//! A node's partitions snapshot by the size of the log behind their current
+//! snapshot, not by a count of entries (openraft's own policy is off):
+//! nothing before a segment's worth of log, then a snapshot once the log
+//! outgrows it, and nothing more while the log stays smaller than the
+//! snapshot.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use missive_raft::kv::{self, Kv};
+use missive_raft::node::SNAPSHOT_CHECK_EVERY;
+use missive_raft::{ClusterNode, ClusterSecret, Node, NodeConfig};
+use tokio::net::TcpListener;
+use tokio::time::{Instant, sleep};
+
+/// Small segments, so a few hundred writes fill several.
+const SEGMENT_BYTES: u64 = 16 << 10;
+
+async fn start(dir: &std::path::Path) -> ClusterNode<Kv> {
+    let mut config = NodeConfig::new(
+        1,
+        dir,
+        ClusterSecret::new("snapshot-by-size").expect("secret"),
+    )
+    .expect("config");
+    config.partitions = Some(1);
+    config.log.segment_bytes = SEGMENT_BYTES;
+    config.rebalance_every = None;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let node = ClusterNode::start(config, listener, |_| Kv::default())
+        .await
+        .expect("start node");
+    node.initialize(BTreeMap::from([(1, Node::new(node.addr()))]))
+        .await
+        .expect("initialize");
+    node
+}
+
+/// Writes `n` values of `bytes` bytes each, to keys `key-{i % keys}`.
+async fn write(node: &ClusterNode<Kv>, n: usize, keys: usize, bytes: usize) {
+    let value = "v".repeat(bytes);
+    for i in 0..n {
+        node.write(0, kv::set(&format!("key-{}", i % keys), &value))
+            .await
+            .expect("write");
+    }
+}
+
+fn snapshot_index(node: &ClusterNode<Kv>) -> Option<u64> {
+    node.metrics(0)
+        .expect("partition")
+        .snapshot
+        .map(|id| id.index)
+}
+
+/// Waits (bounded) until the node's snapshot reaches `index` at least.
+async fn snapshot_reaches(node: &ClusterNode<Kv>, index: u64) {
+    let deadline = Instant::now() + 5 * SNAPSHOT_CHECK_EVERY + Duration::from_secs(10);
+    while snapshot_index(node) < Some(index) {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot at or past {index} (the node's: {:?})",
+            snapshot_index(node)
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_snapshots_once_its_log_outgrows_the_snapshot_and_not_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path()).await;
+
+    // Less than a segment of log: no snapshot, however many checks pass.
+    write(&node, 10, 10, 100).await;
+    sleep(2 * SNAPSHOT_CHECK_EVERY + Duration::from_millis(500)).await;
+    assert_eq!(
+        snapshot_index(&node),
+        None,
+        "a snapshot before a segment of log"
+    );
+
+    // Several segments of log over five keys: the state stays tiny, so a
+    // segment of log behind the (absent, then tiny) snapshot is enough.
+    write(&node, 200, 5, 400).await;
+    snapshot_reaches(&node, 1).await;
+
+    // A state of ~160 KiB (40 keys of 4 KiB), snapshotted now.
+    write(&node, 40, 40, 4_096).await;
+    let applied = node
+        .metrics(0)
+        .expect("partition")
+        .last_applied
+        .expect("applied")
+        .index;
+    node.raft(0)
+        .expect("partition")
+        .trigger()
+        .snapshot()
+        .await
+        .expect("trigger a snapshot");
+    snapshot_reaches(&node, applied).await;
+    let big = snapshot_index(&node).expect("a snapshot");
+
+    // ~40 KiB of log behind it: over a segment, under the snapshot's size.
+    write(&node, 10, 40, 4_096).await;
+    sleep(2 * SNAPSHOT_CHECK_EVERY + Duration::from_millis(500)).await;
+    assert_eq!(
+        snapshot_index(&node),
+        Some(big),
+        "a snapshot while the log behind the last one was smaller than it"
+    );
+
+    // ~200 KiB behind it: more than the snapshot, so one is taken.
+    write(&node, 40, 40, 4_096).await;
+    snapshot_reaches(&node, big + 1).await;
+
+    node.shutdown().await.expect("shutdown");
+}
