@@ -358,7 +358,8 @@ impl<SM: StateMachine> StateMachineStore<SM> {
 
     /// What decides whether this partition should take a snapshot now
     /// (`crate::snapshot::Backlog`); `None` without a linked, open log.
-    /// Blocking, but brief: a `stat` and the log's segment list.
+    /// Blocking: a `stat` under the snapshot directory's lock, and the log's
+    /// segment list.
     pub(crate) fn snapshot_backlog(&self) -> Result<Option<Backlog>> {
         let Some(log) = self.log() else {
             return Ok(None);

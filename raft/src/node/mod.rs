@@ -395,8 +395,27 @@ impl<SM: StateMachine> Node<SM> {
     /// Asks openraft for a snapshot of each partition whose log has grown
     /// enough behind its current one (`crate::snapshot::Backlog`).
     async fn snapshot_due_partitions(&self) {
-        for (p, part) in self.inner.partitions.iter().enumerate() {
-            match part.sm.snapshot_backlog() {
+        // Sizing takes the snapshot directory's lock, which a snapshot
+        // being made current holds across a directory fsync: off the
+        // consensus runtime's one worker.
+        let stores: Vec<StateMachineStore<SM>> =
+            self.inner.partitions.iter().map(|p| p.sm.clone()).collect();
+        let backlogs = tokio::task::spawn_blocking(move || {
+            stores
+                .iter()
+                .map(StateMachineStore::snapshot_backlog)
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let backlogs = match backlogs {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "sizing the logs behind the snapshots");
+                return;
+            }
+        };
+        for ((p, part), backlog) in self.inner.partitions.iter().enumerate().zip(backlogs) {
+            match backlog {
                 Ok(Some(backlog)) if backlog.snapshot_due() => {
                     tracing::info!(partition = p, ?backlog, "snapshot due");
                     if let Err(e) = part.raft.trigger().snapshot().await {
