@@ -2,21 +2,32 @@
 //! snapshot, not by a count of entries (openraft's own policy is off):
 //! nothing before a segment's worth of log, then a snapshot once the log
 //! outgrows it, and nothing more while the log stays smaller than the
-//! snapshot.
+//! snapshot — unless the log has a retention policy, which needs the purge
+//! point to follow the log a segment at a time.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use missive_log::Retention;
 use missive_raft::kv::{self, Kv};
-use missive_raft::node::SNAPSHOT_CHECK_EVERY;
-use missive_raft::{ClusterNode, ClusterSecret, Node, NodeConfig};
+use missive_raft::node::{SNAPSHOT_CHECK_EVERY, partition_dir};
+use missive_raft::{ClusterNode, ClusterSecret, LOG_DIR, Node, NodeConfig};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep};
 
 /// Small segments, so a few hundred writes fill several.
 const SEGMENT_BYTES: u64 = 16 << 10;
 
-async fn start(dir: &std::path::Path) -> ClusterNode<Kv> {
+async fn start(dir: &Path) -> ClusterNode<Kv> {
+    start_with(dir, None).await
+}
+
+/// A one-node cluster of one partition in `dir`, with small segments and,
+/// if given, a retention policy (and a purge up to each snapshot, so that
+/// retention follows snapshots closely).
+async fn start_with(dir: &Path, retention: Option<Retention>) -> ClusterNode<Kv> {
     let mut config = NodeConfig::new(
         1,
         dir,
@@ -26,6 +37,12 @@ async fn start(dir: &std::path::Path) -> ClusterNode<Kv> {
     config.partitions = Some(1);
     config.log.segment_bytes = SEGMENT_BYTES;
     config.rebalance_every = None;
+    if let Some(retention) = retention {
+        config.log.retention = retention;
+        let mut raft = (*config.raft).clone();
+        raft.max_in_snapshot_log_to_keep = 0;
+        config.raft = Arc::new(raft.validate().expect("valid config"));
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let node = ClusterNode::start(config, listener, |_| Kv::default())
         .await
@@ -114,6 +131,69 @@ async fn a_partition_snapshots_once_its_log_outgrows_the_snapshot_and_not_before
     // ~200 KiB behind it: more than the snapshot, so one is taken.
     write(&node, 40, 40, 4_096).await;
     snapshot_reaches(&node, big + 1).await;
+
+    node.shutdown().await.expect("shutdown");
+}
+
+/// Bytes of partition 0's log segments on disk.
+fn log_bytes_on_disk(dir: &Path) -> u64 {
+    std::fs::read_dir(partition_dir(dir, 0).join(LOG_DIR))
+        .expect("log dir")
+        .map(|e| e.expect("entry"))
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .map(|e| e.metadata().expect("metadata").len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_retention_snapshots_follow_the_log_so_retention_can_delete_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let max_total_bytes = 4 * SEGMENT_BYTES;
+    let node = start_with(
+        dir.path(),
+        Some(Retention {
+            max_age_ms: None,
+            max_total_bytes: Some(max_total_bytes),
+        }),
+    )
+    .await;
+
+    // A state of ~800 KiB (200 keys of 4 KiB), snapshotted now.
+    write(&node, 200, 200, 4_096).await;
+    let applied = node
+        .metrics(0)
+        .expect("partition")
+        .last_applied
+        .expect("applied")
+        .index;
+    node.raft(0)
+        .expect("partition")
+        .trigger()
+        .snapshot()
+        .await
+        .expect("trigger a snapshot");
+    snapshot_reaches(&node, applied).await;
+    let big = snapshot_index(&node).expect("a snapshot");
+
+    // ~160 KiB of log behind it: ten segments, a fifth of the snapshot.
+    // Without retention that takes no snapshot; with it, the node must take
+    // one, or retention can delete nothing and the log stays over its
+    // bound.
+    write(&node, 40, 200, 4_096).await;
+    // The bound, plus the active segment and the one the purge point
+    // falls in.
+    let bound = max_total_bytes + 2 * SEGMENT_BYTES;
+    let deadline = Instant::now() + 5 * SNAPSHOT_CHECK_EVERY + Duration::from_secs(10);
+    while log_bytes_on_disk(dir.path()) > bound {
+        assert!(
+            Instant::now() < deadline,
+            "the log still takes {} bytes on disk, over {bound} (snapshot at {:?}, {big} before the last writes)",
+            log_bytes_on_disk(dir.path()),
+            snapshot_index(&node)
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert!(snapshot_index(&node) > Some(big));
 
     node.shutdown().await.expect("shutdown");
 }
