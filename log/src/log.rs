@@ -284,6 +284,25 @@ impl Log {
         }
     }
 
+    /// Bytes of the records after entry `index` (all of them for `None`):
+    /// the segments after it whole, the one holding it in proportion to its
+    /// records after it. Visits only those segments and copies nothing, so
+    /// asking often costs little however long the log.
+    pub fn bytes_after(&self, index: Option<u64>) -> u64 {
+        let from = index.map_or(0, |i| i + 1);
+        let v = read(&self.view);
+        let active = share_after(v.active.first(), v.active.next(), v.active.end, from);
+        let sealed: u64 = v
+            .sealed
+            .iter()
+            .rev()
+            .map(|s| (s.first(), s.last() + 1, s.index.segment_len))
+            .take_while(|(_, next, _)| *next > from)
+            .map(|(first, next, bytes)| share_after(first, next, bytes, from))
+            .sum();
+        active + sealed
+    }
+
     /// The segments on disk that belong to the log, oldest first.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let v = read(&self.view);
@@ -1182,5 +1201,37 @@ pub(crate) fn remove_if_exists(fs: &dyn FileSystem, path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// The bytes of a segment holding records `[first, next)` in `bytes` that
+/// hold records from index `from` on, taking its records as of even size.
+fn share_after(first: u64, next: u64, bytes: u64, from: u64) -> u64 {
+    if from >= next {
+        return 0;
+    }
+    if from <= first {
+        return bytes;
+    }
+    // In u128: a large segment's bytes times its records can pass u64.
+    (u128::from(bytes) * u128::from(next - from) / u128::from(next - first)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_after;
+
+    #[test]
+    fn a_segment_counts_the_share_of_its_records_from_an_index_on() {
+        assert_eq!(share_after(100, 200, 1_000, 0), 1_000);
+        assert_eq!(share_after(100, 200, 1_000, 100), 1_000);
+        assert_eq!(share_after(100, 200, 1_000, 150), 500);
+        assert_eq!(share_after(100, 200, 1_000, 200), 0);
+        assert_eq!(share_after(100, 200, 1_000, 501), 0);
+    }
+
+    #[test]
+    fn an_empty_segment_has_nothing_from_any_index() {
+        assert_eq!(share_after(7, 7, 64, 7), 0);
     }
 }

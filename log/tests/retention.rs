@@ -389,3 +389,25 @@ fn retention_keeps_every_segment_above_the_floor_a_backup_set() {
     assert_eq!(log.segments(), before[4..]);
     assert_verified(&*fs, &log);
 }
+
+/// What a snapshot policy reads: the bytes after an index agree with the
+/// segments' own sizes, whole segments after the index and none before it.
+#[test]
+fn the_bytes_after_an_index_add_up_the_segments_after_it() {
+    let fs: Arc<dyn FileSystem> = Arc::new(SimFs::new());
+    let log = Log::open(DIR, options(fs, Retention::KEEP_FOREVER, Clock::new(|| 0))).expect("open");
+    append_all(&log, 0, RECORDS);
+    let segments = log.segments();
+    assert!(segments.len() > 2, "the records span several segments");
+    let all: u64 = segments.iter().map(|s| s.bytes).sum();
+    assert_eq!(log.bytes_after(None), all);
+    assert_eq!(log.bytes_after(Some(RECORDS - 1)), 0);
+    // Just before a segment boundary: that segment and every later one.
+    let second = &segments[1];
+    let from_second: u64 = segments[1..].iter().map(|s| s.bytes).sum();
+    assert_eq!(log.bytes_after(Some(second.first_index - 1)), from_second);
+    // Inside it: less than that, more than the segments after it.
+    let after_second: u64 = segments[2..].iter().map(|s| s.bytes).sum();
+    let inside = log.bytes_after(Some(second.first_index));
+    assert!(inside < from_second && inside > after_second, "{inside}");
+}

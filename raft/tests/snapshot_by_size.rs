@@ -70,6 +70,25 @@ fn snapshot_index(node: &ClusterNode<Kv>) -> Option<u64> {
         .map(|id| id.index)
 }
 
+/// Triggers a snapshot and waits until one covers everything applied;
+/// returns its index.
+async fn snapshot_now(node: &ClusterNode<Kv>) -> u64 {
+    let applied = node
+        .metrics(0)
+        .expect("partition")
+        .last_applied
+        .expect("applied")
+        .index;
+    node.raft(0)
+        .expect("partition")
+        .trigger()
+        .snapshot()
+        .await
+        .expect("trigger a snapshot");
+    snapshot_reaches(node, applied).await;
+    snapshot_index(node).expect("a snapshot")
+}
+
 /// Waits (bounded) until the node's snapshot reaches `index` at least.
 async fn snapshot_reaches(node: &ClusterNode<Kv>, index: u64) {
     let deadline = Instant::now() + 5 * SNAPSHOT_CHECK_EVERY + Duration::from_secs(10);
@@ -104,20 +123,7 @@ async fn a_partition_snapshots_once_its_log_outgrows_the_snapshot_and_not_before
 
     // A state of ~160 KiB (40 keys of 4 KiB), snapshotted now.
     write(&node, 40, 40, 4_096).await;
-    let applied = node
-        .metrics(0)
-        .expect("partition")
-        .last_applied
-        .expect("applied")
-        .index;
-    node.raft(0)
-        .expect("partition")
-        .trigger()
-        .snapshot()
-        .await
-        .expect("trigger a snapshot");
-    snapshot_reaches(&node, applied).await;
-    let big = snapshot_index(&node).expect("a snapshot");
+    let big = snapshot_now(&node).await;
 
     // ~40 KiB of log behind it: over a segment, under the snapshot's size.
     write(&node, 10, 40, 4_096).await;
@@ -160,20 +166,7 @@ async fn with_retention_snapshots_follow_the_log_so_retention_can_delete_it() {
 
     // A state of ~800 KiB (200 keys of 4 KiB), snapshotted now.
     write(&node, 200, 200, 4_096).await;
-    let applied = node
-        .metrics(0)
-        .expect("partition")
-        .last_applied
-        .expect("applied")
-        .index;
-    node.raft(0)
-        .expect("partition")
-        .trigger()
-        .snapshot()
-        .await
-        .expect("trigger a snapshot");
-    snapshot_reaches(&node, applied).await;
-    let big = snapshot_index(&node).expect("a snapshot");
+    let big = snapshot_now(&node).await;
 
     // ~160 KiB of log behind it: ten segments, a fifth of the snapshot.
     // Without retention that takes no snapshot; with it, the node must take

@@ -27,7 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use missive_log::{ChainHash, Log, LogState, Options, Record, Retention, SegmentInfo};
+use missive_log::{ChainHash, Log, LogState, Options, Record, Retention};
 use tokio::sync::watch;
 
 use super::meta::{MetaFile, RaftMeta};
@@ -151,15 +151,9 @@ impl PartitionLog {
         self.log.state()
     }
 
-    /// Bytes of the log's records after entry `index` (all of them for
-    /// `None`); the segment holding `index` counts in proportion to its
-    /// records after it.
+    /// Bytes of the log's records after entry `index` ([`Log::bytes_after`]).
     pub fn bytes_after(&self, index: Option<u64>) -> u64 {
-        self.log
-            .segments()
-            .iter()
-            .map(|s| bytes_after_in(s, index))
-            .sum()
+        self.log.bytes_after(index)
     }
 
     /// The size at which the log seals a segment.
@@ -486,53 +480,3 @@ fn last_record(log: &Log) -> Result<Option<Entry>> {
 
 /// Shared handle to a partition log.
 pub(crate) type Shared = Arc<PartitionLog>;
-
-/// The bytes of segment `s` holding records after entry `index` (all for
-/// `None`), assuming its records are of even size.
-fn bytes_after_in(s: &SegmentInfo, index: Option<u64>) -> u64 {
-    let from = index.map_or(0, |i| i + 1);
-    if from >= s.next_index {
-        return 0;
-    }
-    if from <= s.first_index {
-        return s.bytes;
-    }
-    let records = s.next_index - s.first_index;
-    // In u128: a large segment's bytes times its records can pass u64.
-    (u128::from(s.bytes) * u128::from(s.next_index - from) / u128::from(records)) as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use missive_log::SegmentInfo;
-
-    use super::bytes_after_in;
-
-    fn segment(first_index: u64, next_index: u64, bytes: u64) -> SegmentInfo {
-        SegmentInfo {
-            path: PathBuf::from("seg"),
-            first_index,
-            next_index,
-            bytes,
-            sealed: true,
-        }
-    }
-
-    #[test]
-    fn a_segment_counts_the_share_of_its_records_after_the_index() {
-        let s = segment(100, 200, 1_000);
-        assert_eq!(bytes_after_in(&s, None), 1_000);
-        assert_eq!(bytes_after_in(&s, Some(50)), 1_000);
-        assert_eq!(bytes_after_in(&s, Some(99)), 1_000);
-        assert_eq!(bytes_after_in(&s, Some(149)), 500);
-        assert_eq!(bytes_after_in(&s, Some(199)), 0);
-        assert_eq!(bytes_after_in(&s, Some(500)), 0);
-    }
-
-    #[test]
-    fn an_empty_segment_has_nothing_after_any_index() {
-        assert_eq!(bytes_after_in(&segment(7, 7, 64), Some(6)), 0);
-    }
-}

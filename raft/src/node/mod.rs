@@ -558,14 +558,7 @@ impl<SM: StateMachine> Node<SM> {
     /// Stops serving, shuts every partition down and waits until their logs
     /// are closed (so the directory can be reopened).
     pub async fn shutdown(&self) -> Result<()> {
-        let background = std::mem::take(
-            &mut *self
-                .inner
-                .background
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for task in background {
+        for task in take_all(&self.inner.background) {
             task.abort();
         }
         let server = self
@@ -588,14 +581,7 @@ impl<SM: StateMachine> Node<SM> {
                 .await
                 .map_err(|e| Error::Raft(e.to_string()))?;
         }
-        let closed = std::mem::take(
-            &mut *self
-                .inner
-                .closed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for c in closed {
+        for c in take_all(&self.inner.closed) {
             // Bounded: openraft's tasks drop their readers once shut down.
             if tokio::time::timeout(Duration::from_secs(10), c)
                 .await
@@ -616,6 +602,11 @@ impl<SM: StateMachine> Node<SM> {
             .map(|(id, n)| (*id, n.addr.clone()))
             .collect())
     }
+}
+
+/// Empties `m`, returning what it held.
+fn take_all<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
+    std::mem::take(&mut *m.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 /// Where received snapshots are written, inside a partition directory.
