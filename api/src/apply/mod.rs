@@ -138,7 +138,7 @@ impl ChatStateMachine {
         if let Some(s) = self.store.get() {
             return Ok(s.clone());
         }
-        let s = Arc::new(Store::open(&self.path)?);
+        let s = Arc::new(Store::open_partition(&self.path, self.partition)?);
         // Only missive-raft's one apply thread calls this, so nobody else
         // can have set it meanwhile.
         Ok(self.store.get_or_init(|| s).clone())

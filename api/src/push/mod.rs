@@ -273,12 +273,16 @@ fn recipients(
     index: u64,
     entry: &pb::PushQueueEntry,
 ) -> Result<Vec<Notification>, Error> {
+    // Nobody to notify anywhere: not even the message is read.
+    if views.targets == 0 {
+        return Ok(Vec::new());
+    }
     let conv = &entry.conversation_id;
     let txn = views.of(conv);
     let Some(message) = query::message(txn, conv, entry.seq)? else {
         return Ok(Vec::new());
     };
-    if message.deleted || views.targets == 0 {
+    if message.deleted {
         return Ok(Vec::new());
     }
     let members = query::conversation_record(txn, conv)?.map_or(0, |h| h.member_count as u64);

@@ -16,6 +16,12 @@
 //! applies the log again from there. The state and its position are always in one
 //! transaction, so they never disagree.
 //!
+//! A durable commit holds its partition's applies while redb writes out
+//! every page changed since the last one. The partitions of a node, loaded
+//! alike, would reach their thresholds together and pause every
+//! conversation at once, so each partition's schedule starts at its own
+//! offset ([`Store::open_partition`]): their pauses take turns.
+//!
 //! # Snapshots
 //!
 //! [`Store::write_snapshot`] streams every table of a read transaction (a
@@ -184,7 +190,36 @@ struct SinceDurable {
     entries: u64,
 }
 
+/// Where partition `partition`'s durable-commit schedule starts, as a share
+/// of the interval: the fractional part of `partition` times the golden
+/// ratio, which spreads any number of partitions evenly without knowing how
+/// many there are (0, 0.618, 0.236, 0.854, 0.472, …).
+fn schedule_offset(partition: u32) -> f64 {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    (f64::from(partition) * GOLDEN).fract()
+}
+
 impl Store {
+    /// Opens (creating if needed) the store of `partition` at `path`, its
+    /// first durable commit staggered against the other partitions' (see
+    /// the module docs): it comes after `1 - offset` of
+    /// [`DURABLE_AFTER_ENTRIES`] or of [`DURABLE_AFTER`].
+    pub fn open_partition(path: &Path, partition: u32) -> Result<Store, StoreError> {
+        let store = Store::open(path)?;
+        let offset = schedule_offset(partition);
+        {
+            let mut since = store
+                .since_durable
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            since.entries = (DURABLE_AFTER_ENTRIES as f64 * offset) as u64;
+            since.at = Instant::now()
+                .checked_sub(DURABLE_AFTER.mul_f64(offset))
+                .unwrap_or(since.at);
+        }
+        Ok(store)
+    }
+
     /// Opens (creating if needed) the store at `path`, with every table.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
@@ -419,6 +454,42 @@ mod tests {
             .unwrap();
         s.commit(txn, 1).unwrap();
         s
+    }
+
+    /// Entries a store takes before its first durable commit.
+    fn entries_before_first_durable(store: &Store) -> u64 {
+        let mut applied = 0;
+        loop {
+            let txn = store.write().unwrap();
+            store.commit(txn, 1_000).unwrap();
+            applied += 1_000;
+            let since = store.since_durable.lock().unwrap();
+            if since.entries == 0 {
+                return applied;
+            }
+            assert!(applied <= DURABLE_AFTER_ENTRIES, "no durable commit");
+        }
+    }
+
+    #[test]
+    fn the_partitions_of_a_node_take_turns_at_their_durable_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut firsts = Vec::new();
+        for p in 0..4 {
+            let store = Store::open_partition(&dir.path().join(format!("{p}.redb")), p).unwrap();
+            firsts.push(entries_before_first_durable(&store));
+        }
+        // Partition 0 keeps the full interval; the others come earlier, each
+        // at its own point, at least a tenth of the interval apart.
+        assert_eq!(firsts[0], DURABLE_AFTER_ENTRIES);
+        let mut sorted = firsts.clone();
+        sorted.sort_unstable();
+        for pair in sorted.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= DURABLE_AFTER_ENTRIES / 10,
+                "durable commits after {firsts:?} entries: too close together"
+            );
+        }
     }
 
     #[test]
