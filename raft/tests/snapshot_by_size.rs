@@ -89,17 +89,28 @@ async fn snapshot_now(node: &ClusterNode<Kv>) -> u64 {
     snapshot_index(node).expect("a snapshot")
 }
 
-/// Waits (bounded) until the node's snapshot reaches `index` at least.
-async fn snapshot_reaches(node: &ClusterNode<Kv>, index: u64) {
+/// Polls until `done`, failing with `why()` if that takes longer than a few
+/// snapshot checks.
+async fn wait_until(mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
     let deadline = Instant::now() + 5 * SNAPSHOT_CHECK_EVERY + Duration::from_secs(10);
-    while snapshot_index(node) < Some(index) {
-        assert!(
-            Instant::now() < deadline,
-            "no snapshot at or past {index} (the node's: {:?})",
-            snapshot_index(node)
-        );
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", why());
         sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits (bounded) until the node's snapshot reaches `index` at least.
+async fn snapshot_reaches(node: &ClusterNode<Kv>, index: u64) {
+    wait_until(
+        || snapshot_index(node) >= Some(index),
+        || {
+            format!(
+                "no snapshot at or past {index} (the node's: {:?})",
+                snapshot_index(node)
+            )
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,16 +187,17 @@ async fn with_retention_snapshots_follow_the_log_so_retention_can_delete_it() {
     // The bound, plus the active segment and the one the purge point
     // falls in.
     let bound = max_total_bytes + 2 * SEGMENT_BYTES;
-    let deadline = Instant::now() + 5 * SNAPSHOT_CHECK_EVERY + Duration::from_secs(10);
-    while log_bytes_on_disk(dir.path()) > bound {
-        assert!(
-            Instant::now() < deadline,
-            "the log still takes {} bytes on disk, over {bound} (snapshot at {:?}, {big} before the last writes)",
-            log_bytes_on_disk(dir.path()),
-            snapshot_index(&node)
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        || log_bytes_on_disk(dir.path()) <= bound,
+        || {
+            format!(
+                "the log still takes {} bytes on disk, over {bound} (snapshot at {:?}, {big} before the last writes)",
+                log_bytes_on_disk(dir.path()),
+                snapshot_index(&node)
+            )
+        },
+    )
+    .await;
     // Retention deletes what the new snapshot covers as soon as it is
     // current; openraft's metrics may name it a moment later.
     snapshot_reaches(&node, big + 1).await;

@@ -205,23 +205,17 @@ impl Store {
     /// the module docs): it comes after `1 - offset` of
     /// [`DURABLE_AFTER_ENTRIES`] or of [`DURABLE_AFTER`].
     pub fn open_partition(path: &Path, partition: u32) -> Result<Store, StoreError> {
-        let store = Store::open(path)?;
-        let offset = schedule_offset(partition);
-        {
-            let mut since = store
-                .since_durable
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            since.entries = (DURABLE_AFTER_ENTRIES as f64 * offset) as u64;
-            since.at = Instant::now()
-                .checked_sub(DURABLE_AFTER.mul_f64(offset))
-                .unwrap_or(since.at);
-        }
-        Ok(store)
+        Store::open_at(path, schedule_offset(partition))
     }
 
     /// Opens (creating if needed) the store at `path`, with every table.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_at(path, 0.0)
+    }
+
+    /// Opens the store with `offset` of the durable-commit interval already
+    /// counted.
+    fn open_at(path: &Path, offset: f64) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -231,11 +225,14 @@ impl Store {
             txn.open_table(t)?;
         }
         txn.commit()?;
+        let now = Instant::now();
         Ok(Store {
             db,
             since_durable: Mutex::new(SinceDurable {
-                at: Instant::now(),
-                entries: 0,
+                at: now
+                    .checked_sub(DURABLE_AFTER.mul_f64(offset))
+                    .unwrap_or(now),
+                entries: (DURABLE_AFTER_ENTRIES as f64 * offset) as u64,
             }),
         })
     }
