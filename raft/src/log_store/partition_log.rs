@@ -232,7 +232,7 @@ impl PartitionLog {
             return Ok(None);
         };
         let mut pending = self.pending();
-        if pending.last().is_none() {
+        if !pending.in_flight() {
             // Nothing is in flight (openraft waits for truncations and
             // purges), so the log's end is where these must go: refuse a
             // misplaced batch now, before any reader can see it.
@@ -272,8 +272,9 @@ impl PartitionLog {
         let result = self.write_inner(first, last);
         let mut pending = self.pending();
         match &result {
-            // Readable from the log now: the overlay copy can go.
-            Ok(()) => pending.remove_through(last),
+            // Readable from the log now; the overlay keeps the newest
+            // for the reads that follow.
+            Ok(()) => pending.durable_through(last),
             // They will never be durable: stop showing them to readers,
             // and make every later read fail rather than miss them.
             Err(e) => {
@@ -406,8 +407,8 @@ impl PartitionLog {
         Ok(carried)
     }
 
-    /// The overlay's first index and its entries in `from..to`. Never
-    /// blocks on I/O.
+    /// The overlay's first index (from there on it holds every entry,
+    /// durable or not) and its entries in `from..to`. Never blocks on I/O.
     pub fn read_pending(&self, from: u64, to: u64) -> (Option<u64>, Vec<Entry>) {
         let pending = self.pending();
         (
