@@ -8,7 +8,9 @@
 //! buckets refill. All small rounds run first: the push notifier settles
 //! each message by looking at every member, so the big group leaves a
 //! backlog that would otherwise slow the small rounds after it. That
-//! backlog and the rate the notifier drains it are reported beside.
+//! backlog and the rate the notifier drains it are reported beside. Each
+//! group's rounds start once the notifier has settled everything before
+//! them, the earlier phases' messages included.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +28,21 @@ use crate::node::Node;
 use crate::population::create_big_group;
 use missive_benches::cpu::own_cpu_seconds;
 
-/// How long the small group's backlog may take to drain before the big
-/// rounds.
+/// How long a backlog of push notifications may take to drain before a
+/// group's rounds.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits (at most [`DRAIN_LIMIT`]) until the push notifier has settled
+/// everything sent so far, so that a group's rounds do not share the
+/// cores with the notifier's work for earlier messages: the phases before
+/// (the fixed-rate load, the groups' creation) or the other group's rounds.
+async fn settle(node: &Node) -> Result<()> {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    while node.push_backlog()? > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
 
 /// How long the notifier's drain of the big group's backlog is watched.
 const DRAIN_WATCH: Duration = Duration::from_secs(3);
@@ -107,15 +121,13 @@ pub(crate) async fn run(node: &Node, clients: &Arc<Clients>, plan: Plan) -> Resu
     let t = Instant::now();
     let big_id = create_big_group(clients, plan.big_group, MAX_MEMBERS_PER_CALL).await?;
     let big_setup_secs = t.elapsed().as_secs_f64();
+    settle(node).await?;
     let small = case(clients, &small_id, plan.small_group, plan).await?;
     let small = Case {
         push_backlog: node.push_backlog()?,
         ..small
     };
-    let deadline = Instant::now() + DRAIN_LIMIT;
-    while node.push_backlog()? > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    settle(node).await?;
     let big = case(clients, &big_id, plan.big_group, plan).await?;
     let before = node.push_backlog()?;
     let drain = drain_rate(node, before).await?;
