@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -250,6 +250,10 @@ impl Fleet {
             .map(|(s, r)| r.saturating_sub(*s) as f64)
             .collect();
         let tail = Tail::of(&samples, w0, w1);
+        let now_unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let timeline = Timeline::of(&samples, w0, w1, self.clock.now_us(), now_unix_us);
         let received_in_window = samples.iter().filter(|(_, r)| *r >= w0 && *r < w1).count();
         let scheduled_in_window = (0..total)
             .filter(|i| {
@@ -286,6 +290,7 @@ impl Fleet {
             machine_busy,
             machine_steal,
             tail,
+            timeline,
         })
     }
 }
@@ -328,6 +333,9 @@ pub(crate) struct StepRun {
     pub(crate) machine_steal: f64,
     /// Where in the window the messages slower than the goal were sent.
     pub(crate) tail: Tail,
+    /// The window's latency by 20-ms slot of scheduled time, for
+    /// `--timeline`.
+    pub(crate) timeline: Timeline,
 }
 
 /// The length of the slots [`Tail`] counts.
@@ -363,6 +371,44 @@ impl Tail {
             slow_slots: per_slot.iter().filter(|n| **n > 0).count() as u64,
             slots,
             worst_slot: per_slot.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+/// The length of the slots [`Timeline`] describes.
+pub(crate) const TIMELINE_SLOT_US: u64 = 20_000;
+
+/// A window's latency slot by slot ([`TIMELINE_SLOT_US`] of scheduled
+/// time each), placed on the wall clock so that it can be read beside the
+/// node's logs and metrics: where a pause happened, and how long it held
+/// messages.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Timeline {
+    /// The wall-clock time (Unix, µs) the window's first slot starts at.
+    pub(crate) start_unix_us: u64,
+    /// Per slot: messages scheduled in it that arrived, the slowest one's
+    /// latency (µs), and how many reached the goal ([`GOAL_P99_US`]).
+    pub(crate) slots: Vec<(u64, u64, u64)>,
+}
+
+impl Timeline {
+    /// Over the `(scheduled µs, received µs)` samples scheduled in
+    /// `[w0, w1)`, with `now_us` (the clock's now) at `now_unix_us`.
+    fn of(samples: &[(u64, u64)], w0: u64, w1: u64, now_us: u64, now_unix_us: u64) -> Timeline {
+        let mut slots =
+            vec![(0u64, 0u64, 0u64); w1.saturating_sub(w0).div_ceil(TIMELINE_SLOT_US) as usize];
+        for (s, r) in samples {
+            if *s >= w0 && *s < w1 {
+                let latency = r.saturating_sub(*s);
+                let slot = &mut slots[((s - w0) / TIMELINE_SLOT_US) as usize];
+                slot.0 += 1;
+                slot.1 = slot.1.max(latency);
+                slot.2 += u64::from(latency as f64 >= GOAL_P99_US);
+            }
+        }
+        Timeline {
+            start_unix_us: now_unix_us.saturating_sub(now_us.saturating_sub(w0)),
+            slots,
         }
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p missive-benches --bin bench-ws -- [--quick]
-//!     [--idle N] [--users N] [--missive PATH]
+//!     [--idle N] [--users N] [--missive PATH] [--timeline FILE]
 //! ```
 //!
 //! # Method
@@ -57,7 +57,11 @@
 //! every process, the kernel's own work, the hypervisor's steal), so a
 //! system capped by the cores is not taken for one that waits. The
 //! last line of stdout is one JSON object holding every figure; progress
-//! goes to stderr. Every process started is killed at the end, on error too.
+//! goes to stderr. With `--timeline FILE`, every measured window is also
+//! appended to FILE slot by slot (20 ms of scheduled time each, on the wall
+//! clock, with the slowest latency and the count over the goal), to be read
+//! beside the node's logs and metrics. Every process started is killed at
+//! the end, on error too.
 //!
 //! # Goals
 //!
@@ -75,7 +79,9 @@
 //! - `relay`: the bare relay.
 //! - `report`: the goals, the table and the JSON line.
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -90,12 +96,12 @@ mod report;
 mod rlimit;
 mod servers;
 
-use crate::load::{Clock, Fleet, SENDERS, StepRun, TAIL_SLOT_US};
+use crate::load::{Clock, Fleet, SENDERS, StepRun, TAIL_SLOT_US, TIMELINE_SLOT_US, Timeline};
 use crate::relay::Relay;
 use crate::report::{Delivery, GOAL_P99_US, Report};
 use crate::servers::Missive;
 
-const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY]";
+const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY] [--timeline FILE]";
 
 /// The rate the latency goal is set at, msg/s.
 pub(crate) const GOAL_RATE: f64 = 5_000.0;
@@ -181,6 +187,7 @@ struct Args {
     idle: Option<usize>,
     users: Option<usize>,
     missive: Option<PathBuf>,
+    timeline: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -189,6 +196,7 @@ fn parse_args() -> Result<Args> {
         idle: None,
         users: None,
         missive: None,
+        timeline: None,
     };
     let count = |v: Option<std::ffi::OsString>, what: &str| -> Result<usize> {
         v.as_ref()
@@ -205,6 +213,9 @@ fn parse_args() -> Result<Args> {
             Some("--users") => args.users = Some(count(it.next(), "--users")?),
             Some("--missive") => {
                 args.missive = Some(it.next().context("--missive needs a path")?.into());
+            }
+            Some("--timeline") => {
+                args.timeline = Some(it.next().context("--timeline needs a file")?.into());
             }
             Some("-h" | "--help") => {
                 println!("usage: {USAGE}");
@@ -288,10 +299,11 @@ fn main() -> Result<()> {
     let (missive_report, relay_report) = rt.block_on(async {
         let (m, conversations) = fleets::missive(missive.gateway, &auth, plan.users, clock).await?;
         let pids = [missive.node_pid(), missive.gateway_pid()];
-        let md = deliver(m, plan, &mut missive, pids).await?;
+        let timeline = args.timeline.as_deref();
+        let md = deliver(m, plan, &mut missive, pids, timeline).await?;
         let r = fleets::relay(relay.addr, plan.users, &conversations, clock).await?;
         // The relay's CPU in the gateway's column; it has no node.
-        let rd = deliver(r, plan, &mut missive, [u32::MAX, relay.pid()]).await?;
+        let rd = deliver(r, plan, &mut missive, [u32::MAX, relay.pid()], timeline).await?;
         Ok::<_, anyhow::Error>((md, rd))
     })?;
     drop(relay);
@@ -320,11 +332,12 @@ async fn deliver(
     plan: Plan,
     missive: &mut Missive,
     pids: [u32; 2],
+    timeline: Option<&Path>,
 ) -> Result<Delivery> {
     eprintln!("delivery: {} users on {}", fleet.users(), fleet.name);
     let mut d = Delivery::default();
     for rate in plan.rates() {
-        let s = step(&mut fleet, rate, plan, pids).await?;
+        let s = step(&mut fleet, rate, plan, pids, timeline).await?;
         let sustained = s.sustained();
         d.steps.push(s);
         missive.check_alive()?;
@@ -334,7 +347,7 @@ async fn deliver(
     }
     for _ in 0..plan.repeats {
         d.at_goal
-            .push(step(&mut fleet, GOAL_RATE, plan, pids).await?);
+            .push(step(&mut fleet, GOAL_RATE, plan, pids, timeline).await?);
         missive.check_alive()?;
     }
     let soak = Plan {
@@ -349,7 +362,7 @@ async fn deliver(
     } else {
         None
     };
-    d.soak = Some(step(&mut fleet, GOAL_RATE, soak, pids).await?);
+    d.soak = Some(step(&mut fleet, GOAL_RATE, soak, pids, timeline).await?);
     missive.check_alive()?;
     if let Some(before) = before {
         let after = missive.durable_commits()?;
@@ -365,11 +378,21 @@ async fn deliver(
     Ok(d)
 }
 
-/// One step of `fleet` at `rate`, reported on stderr.
-async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Result<StepRun> {
+/// One step of `fleet` at `rate`, reported on stderr, and its window slot
+/// by slot in `timeline` if given.
+async fn step(
+    fleet: &mut Fleet,
+    rate: f64,
+    plan: Plan,
+    pids: [u32; 2],
+    timeline: Option<&Path>,
+) -> Result<StepRun> {
     let s = fleet
         .step(rate, plan.warmup, plan.window, plan.drain, pids)
         .await?;
+    if let Some(path) = timeline {
+        append_timeline(path, fleet.name, rate, &s.timeline)?;
+    }
     eprintln!(
         "{:<10} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
          lost {} ({} late), errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
@@ -402,4 +425,31 @@ async fn step(fleet: &mut Fleet, rate: f64, plan: Plan, pids: [u32; 2]) -> Resul
         }
     );
     Ok(s)
+}
+
+/// Appends a step's window to the `--timeline` file: one line per 20-ms
+/// slot of scheduled time, tab-separated — the system, the offered rate,
+/// the slot's start (Unix seconds, wall clock), the messages scheduled in
+/// it that arrived, the slowest one's latency (ms), and how many reached
+/// the goal.
+fn append_timeline(path: &Path, system: &str, rate: f64, t: &Timeline) -> Result<()> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    for (i, (arrived, max_us, over)) in t.slots.iter().enumerate() {
+        let at_us = t.start_unix_us + i as u64 * TIMELINE_SLOT_US;
+        writeln!(
+            out,
+            "{system}\t{rate:.0}\t{}.{:06}\t{arrived}\t{:.2}\t{over}",
+            at_us / 1_000_000,
+            at_us % 1_000_000,
+            *max_us as f64 / 1e3
+        )?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
