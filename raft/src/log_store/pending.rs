@@ -201,16 +201,28 @@ mod tests {
     use super::*;
     use crate::types::{LeaderId, LogId};
 
-    fn blank(index: u64, timestamp_ms: Option<u64>) -> Entry {
-        let mut e = Entry::new_blank(LogId::new(
+    fn log_id(index: u64) -> LogId {
+        LogId::new(
             LeaderId {
                 term: 1,
                 node_id: 1,
             },
             index,
-        ));
+        )
+    }
+
+    fn blank(index: u64, timestamp_ms: Option<u64>) -> Entry {
+        let mut e = Entry::new_blank(log_id(index));
         e.timestamp_ms = timestamp_ms;
         e
+    }
+
+    /// An overlay holding blank entries `10..20`, none durable yet.
+    fn ten_blanks() -> Pending {
+        let mut p = Pending::new(0);
+        p.push((10..20).map(|i| blank(i, None)), || 1)
+            .expect("contiguous");
+        p
     }
 
     #[test]
@@ -243,9 +255,7 @@ mod tests {
 
     #[test]
     fn removal_from_both_ends() {
-        let mut p = Pending::new(0);
-        p.push((10..20).map(|i| blank(i, None)), || 1)
-            .expect("contiguous");
+        let mut p = ten_blanks();
         p.remove_through(12);
         p.remove_from(15);
         assert_eq!(p.first_index(), Some(13));
@@ -255,13 +265,7 @@ mod tests {
 
     fn command(index: u64, bytes: usize) -> Entry {
         Entry::new_normal(
-            LogId::new(
-                LeaderId {
-                    term: 1,
-                    node_id: 1,
-                },
-                index,
-            ),
+            log_id(index),
             crate::types::Command {
                 body: vec![0; bytes],
                 request_id: String::new(),
@@ -275,9 +279,7 @@ mod tests {
 
     #[test]
     fn durable_entries_stay_readable_until_truncated_or_purged() {
-        let mut p = Pending::new(0);
-        p.push((10..20).map(|i| blank(i, None)), || 1)
-            .expect("contiguous");
+        let mut p = ten_blanks();
         p.durable_through(14);
         assert_eq!(p.first_index(), Some(10));
         assert_eq!(indexes(&p, 12, 16), [12, 13, 14, 15]);

@@ -48,12 +48,17 @@ const MAX_QUIESCE: Duration = Duration::from_secs(60);
 const MARKER: &str = "wsb:";
 
 /// The benchmark's epoch: scheduled and receive times are µs since it.
+/// It also remembers the wall-clock time (Unix, µs) it started at, to place
+/// those times on the wall clock.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock(Instant);
+pub(crate) struct Clock(Instant, u64);
 
 impl Clock {
     pub(crate) fn new() -> Clock {
-        Clock(Instant::now())
+        let unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Clock(Instant::now(), unix_us)
     }
 
     fn us(&self, t: Instant) -> u64 {
@@ -62,6 +67,11 @@ impl Clock {
 
     fn now_us(&self) -> u64 {
         self.us(Instant::now())
+    }
+
+    /// `us` (µs since the epoch) on the wall clock, Unix µs.
+    fn unix_us(&self, us: u64) -> u64 {
+        self.1 + us
     }
 }
 
@@ -249,11 +259,8 @@ impl Fleet {
             .filter(|(s, _)| *s >= w0 && *s < w1)
             .map(|(s, r)| r.saturating_sub(*s) as f64)
             .collect();
-        let tail = Tail::of(&samples, w0, w1);
-        let now_unix_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let timeline = Timeline::of(&samples, w0, w1, self.clock.now_us(), now_unix_us);
+        let timeline = Timeline::of(&samples, w0, w1, self.clock.unix_us(w0));
+        let tail = Tail::of(&timeline);
         let received_in_window = samples.iter().filter(|(_, r)| *r >= w0 && *r < w1).count();
         let scheduled_in_window = (0..total)
             .filter(|i| {
@@ -356,26 +363,25 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
-    /// Over the `(scheduled µs, received µs)` samples scheduled in
-    /// `[w0, w1)`.
-    fn of(samples: &[(u64, u64)], w0: u64, w1: u64) -> Tail {
-        let slots = w1.saturating_sub(w0).div_ceil(TAIL_SLOT_US);
-        let mut per_slot = vec![0u64; slots as usize];
-        for (s, r) in samples {
-            if *s >= w0 && *s < w1 && r.saturating_sub(*s) as f64 >= GOAL_P99_US {
-                per_slot[((s - w0) / TAIL_SLOT_US) as usize] += 1;
-            }
-        }
+    /// From a window's [`Timeline`]: its slots taken [`TAIL_SLOT_US`] at a
+    /// time.
+    fn of(t: &Timeline) -> Tail {
+        let per_slot: Vec<u64> = t
+            .slots
+            .chunks((TAIL_SLOT_US / TIMELINE_SLOT_US) as usize)
+            .map(|c| c.iter().map(|(_, _, over)| over).sum())
+            .collect();
         Tail {
             slow: per_slot.iter().sum(),
             slow_slots: per_slot.iter().filter(|n| **n > 0).count() as u64,
-            slots,
+            slots: per_slot.len() as u64,
             worst_slot: per_slot.iter().copied().max().unwrap_or(0),
         }
     }
 }
 
-/// The length of the slots [`Timeline`] describes.
+/// The length of the slots [`Timeline`] describes; [`TAIL_SLOT_US`] is a
+/// whole number of them.
 pub(crate) const TIMELINE_SLOT_US: u64 = 20_000;
 
 /// A window's latency slot by slot ([`TIMELINE_SLOT_US`] of scheduled
@@ -393,8 +399,8 @@ pub(crate) struct Timeline {
 
 impl Timeline {
     /// Over the `(scheduled µs, received µs)` samples scheduled in
-    /// `[w0, w1)`, with `now_us` (the clock's now) at `now_unix_us`.
-    fn of(samples: &[(u64, u64)], w0: u64, w1: u64, now_us: u64, now_unix_us: u64) -> Timeline {
+    /// `[w0, w1)`; `w0` is `start_unix_us` on the wall clock.
+    fn of(samples: &[(u64, u64)], w0: u64, w1: u64, start_unix_us: u64) -> Timeline {
         let mut slots =
             vec![(0u64, 0u64, 0u64); w1.saturating_sub(w0).div_ceil(TIMELINE_SLOT_US) as usize];
         for (s, r) in samples {
@@ -407,7 +413,7 @@ impl Timeline {
             }
         }
         Timeline {
-            start_unix_us: now_unix_us.saturating_sub(now_us.saturating_sub(w0)),
+            start_unix_us,
             slots,
         }
     }
