@@ -47,6 +47,12 @@ static DELIVERY_MICROS: AtomicU64 = AtomicU64::new(0);
 pub(crate) static DURABLE_COMMIT_SECONDS: LazyLock<Histogram> =
     LazyLock::new(|| Histogram::new(exponential_buckets(0.000_5, 2.0, 14)));
 
+/// How long each fdatasync of a projection store's write-behind thread
+/// took, the writes queued before it included: how far a durable commit's
+/// durability trails its return.
+pub(crate) static STORE_SYNC_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(exponential_buckets(0.000_5, 2.0, 14)));
+
 /// Subscriptions closed because they could not keep up.
 pub(crate) static SLOW_SUBSCRIBERS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
@@ -96,6 +102,11 @@ pub fn register(registry: &mut Registry) {
         "missive_store_durable_commit_seconds",
         "Durable commits of the projection stores; the partition's applies wait for each",
         DURABLE_COMMIT_SECONDS.clone(),
+    );
+    registry.register(
+        "missive_store_sync_seconds",
+        "The projection stores' write-behind fdatasyncs, with the writes queued before each",
+        STORE_SYNC_SECONDS.clone(),
     );
     registry.register(
         "missive_slow_subscribers",

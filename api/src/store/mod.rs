@@ -16,11 +16,15 @@
 //! applies the log again from there. The state and its position are always in one
 //! transaction, so they never disagree.
 //!
-//! A durable commit holds its partition's applies while redb writes out
-//! every page changed since the last one. The partitions of a node, loaded
-//! alike, would reach their thresholds together and pause every
-//! conversation at once, so each partition's schedule starts at its own
-//! offset ([`Store::open_partition`]): their pauses take turns.
+//! redb writes out every page changed since the last durable commit at the
+//! next one. It writes through [`writeback`], which queues the writes and
+//! fdatasyncs, in order, for a thread of the store's own: the commit
+//! returns once its pages are queued, and the applies behind it go on while
+//! they reach the disk. [`Store::sync`] waits for them. What remains of the
+//! pause is redb's own work on those pages. The partitions of a node, loaded
+//! alike, would reach their thresholds together and make it at once, so
+//! each partition's schedule starts at its own offset
+//! ([`Store::open_partition`]): their pauses take turns.
 //!
 //! # Snapshots
 //!
@@ -29,6 +33,7 @@
 //! replaces the whole store from such a stream in bounded chunks.
 
 pub mod keys;
+mod writeback;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -112,12 +117,14 @@ pub const EPOCH_KEY: &[u8] = b"epoch";
 pub const HISTORY_FLOOR_KEY: &[u8] = b"history_floor";
 
 /// Entries applied without a durable commit, at most: bounds how much of
-/// the log a restart applies again (about a second of replay) by its
-/// amount rather than by time. A durable commit writes the pages changed
-/// since the last one while the partition's applies wait; under load,
-/// spacing them by entries rather than every second cut the total pause
-/// tenfold (docs/projection-store.md, "Durable commits in the node").
-pub const DURABLE_AFTER_ENTRIES: u64 = 50_000;
+/// the log a restart applies again (a few hundredths of a second of
+/// replay) by its amount rather than by time. The disk's share of a durable
+/// commit runs behind the applies ([`writeback`]); what holds them is redb
+/// releasing the pages the non-durable commits since the last one replaced,
+/// which grows with the entries between: spaced by 5,000 rather than 50,000
+/// entries, each pause is short and they take no longer in total
+/// (docs/projection-store.md, "Writing behind").
+pub const DURABLE_AFTER_ENTRIES: u64 = 5_000;
 
 /// The longest applied entries stay non-durable, however few.
 pub const DURABLE_AFTER: Duration = Duration::from_secs(60);
@@ -178,6 +185,9 @@ pub type Row = (u8, Vec<u8>, Vec<u8>);
 pub struct Store {
     /// The redb database.
     db: Database,
+    /// Waits for what the database has written to reach the disk
+    /// ([`writeback`]).
+    flusher: writeback::Flusher,
     /// Since the last durable commit. A std `Mutex`: only the apply path
     /// takes it, briefly, never across an `.await`.
     since_durable: Mutex<SinceDurable>,
@@ -219,7 +229,8 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = Database::create(path)?;
+        let (backend, flusher) = writeback::WriteBehind::open(path)?;
+        let db = redb::Builder::new().create_with_backend(backend)?;
         let txn = db.begin_write()?;
         for t in TABLES {
             txn.open_table(t)?;
@@ -228,6 +239,7 @@ impl Store {
         let now = Instant::now();
         Ok(Store {
             db,
+            flusher,
             since_durable: Mutex::new(SinceDurable {
                 at: now
                     .checked_sub(DURABLE_AFTER.mul_f64(offset))
@@ -283,6 +295,7 @@ impl Store {
     pub fn sync(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.commit()?;
+        self.flusher.drain()?;
         Ok(())
     }
 
@@ -457,9 +470,10 @@ mod tests {
     fn entries_before_first_durable(store: &Store) -> u64 {
         let mut applied = 0;
         loop {
+            let step = DURABLE_AFTER_ENTRIES / 50;
             let txn = store.write().unwrap();
-            store.commit(txn, 1_000).unwrap();
-            applied += 1_000;
+            store.commit(txn, step).unwrap();
+            applied += step;
             let since = store.since_durable.lock().unwrap();
             if since.entries == 0 {
                 return applied;
