@@ -37,11 +37,15 @@
 //!
 //! # Reads
 //!
-//! A read of bytes with a write still queued is answered from the queued
-//! bytes when one queued write covers the whole read, which is how redb
-//! reads its own pages; otherwise it waits for the thread to pass those
-//! writes and then reads the file. redb's cache answers almost every read
-//! of a page it wrote recently, so these are rare.
+//! A read never waits for the thread's I/O in the cases redb makes: it
+//! reads the file and lays the newest queued write of each page over it,
+//! under the queue's lock, so the thread cannot finish a write (and drop
+//! it from the queue) in between. It waits only where the queue cannot
+//! say what the file will hold: bytes beyond a queued shrink or a growth
+//! not yet made, or a page with two queued writes that each cover part of
+//! it. Waiting there is correct but slow, and the read may be on a thread
+//! others need: a read that waited behind a durable commit's fdatasync
+//! would stall whoever made it.
 //!
 //! # Bounds and failures
 //!
@@ -93,6 +97,9 @@ struct Newest {
     seq: u64,
     offset: u64,
     data: Arc<[u8]>,
+    /// An older queued write holds bytes of the page this one does not
+    /// cover: the queue alone cannot say what the page will hold.
+    mixed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -108,8 +115,10 @@ struct State {
     bytes: usize,
     /// Per page number, the newest queued write touching it.
     pages: HashMap<u64, Newest>,
-    /// The newest queued resize, while queued.
-    resize: Option<u64>,
+    /// Queued resizes: sequence number and length, oldest first.
+    resizes: VecDeque<(u64, u64)>,
+    /// The file's length now, every resize done so far included.
+    file_len: u64,
     /// The length of the storage as redb sees it.
     len: u64,
     /// The thread's first I/O error.
@@ -131,6 +140,27 @@ impl State {
                 format!("an earlier write-behind of the projection store failed: {message}"),
             )),
         }
+    }
+
+    /// The newest queued operation a read of `offset..end` must wait for,
+    /// if any (see the module docs).
+    fn unsettled(&self, offset: u64, end: u64) -> Option<u64> {
+        let mut wait = None;
+        let mut settled = self.file_len;
+        for &(seq, len) in &self.resizes {
+            settled = settled.min(len);
+            if end > settled {
+                wait = Some(seq);
+            }
+        }
+        for page in offset / PAGE..end.div_ceil(PAGE) {
+            if let Some(n) = self.pages.get(&page)
+                && n.mixed
+            {
+                wait = wait.max(Some(n.seq));
+            }
+        }
+        wait
     }
 
     fn push(&mut self, op: Op) -> u64 {
@@ -155,6 +185,9 @@ struct Shared {
     /// the machine stopped there.
     #[cfg(test)]
     calls_left: std::sync::atomic::AtomicU64,
+    /// Tests: held to keep the thread from its next system call.
+    #[cfg(test)]
+    gate: Mutex<()>,
 }
 
 impl Shared {
@@ -163,6 +196,7 @@ impl Shared {
         #[cfg(test)]
         {
             use std::sync::atomic::Ordering;
+            drop(self.gate.lock().unwrap_or_else(PoisonError::into_inner));
             let left = self.calls_left.load(Ordering::Relaxed);
             if left == 0 {
                 return Err(io::Error::other("stopped as if crashed"));
@@ -229,6 +263,7 @@ impl WriteBehind {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 len,
+                file_len: len,
                 ..State::default()
             }),
             work: Condvar::new(),
@@ -236,6 +271,8 @@ impl WriteBehind {
             file: file.try_clone()?,
             #[cfg(test)]
             calls_left: u64::MAX.into(),
+            #[cfg(test)]
+            gate: Mutex::new(()),
         });
         let locks = FileBackend::new(file).map_err(io::Error::other)?;
         let thread = std::thread::Builder::new()
@@ -294,50 +331,40 @@ impl StorageBackend for WriteBehind {
         let mut state = self.shared.lock();
         loop {
             state.check()?;
-            // A queued resize changes what any offset holds: wait for it.
-            let mut wait_for = state.resize;
-            let mut whole = None;
-            for page in offset / PAGE..end.div_ceil(PAGE) {
-                if let Some(n) = state.pages.get(&page) {
-                    wait_for = wait_for.max(Some(n.seq));
-                    let covers = n.offset <= offset && end <= n.offset + n.data.len() as u64;
-                    whole = match whole {
-                        None if covers => Some(n.seq),
-                        Some(seq) if seq == n.seq => Some(seq),
-                        _ => Some(u64::MAX),
-                    };
-                }
-            }
-            let Some(newest) = wait_for else {
+            let Some(seq) = state.unsettled(offset, end) else {
                 break;
             };
-            if state.resize.is_none()
-                && let Some(seq) = whole.filter(|&s| s == newest)
-            {
-                // One queued write covers the whole range and is the newest
-                // write of each of its pages: its bytes are what the file
-                // will hold there.
-                let n = &state.pages[&(offset / PAGE)];
-                debug_assert_eq!(n.seq, seq);
-                let from = (offset - n.offset) as usize;
-                out.copy_from_slice(&n.data[from..from + out.len()]);
-                return Ok(());
-            }
-            while state.done <= newest && state.failed.is_none() {
+            while state.done <= seq && state.failed.is_none() {
                 state.wanted = true;
                 self.shared.work.notify_one();
                 state = self.shared.wait(state);
             }
         }
-        drop(state);
-        self.shared.file.read_exact_at(out, offset)
+        // Under the lock: a queued write stays in `pages` until the thread
+        // has finished it, so every byte is either final in the file or
+        // laid over from the queue.
+        self.shared.file.read_exact_at(out, offset)?;
+        for page in offset / PAGE..end.div_ceil(PAGE) {
+            if let Some(n) = state.pages.get(&page) {
+                let from = n.offset.max(offset).max(page * PAGE);
+                let to = (n.offset + n.data.len() as u64)
+                    .min(end)
+                    .min((page + 1) * PAGE);
+                if from < to {
+                    out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
+                        &n.data[(from - n.offset) as usize..(to - n.offset) as usize],
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         let mut state = self.shared.lock();
         state.check()?;
         let seq = state.push(Op::SetLen(len));
-        state.resize = Some(seq);
+        state.resizes.push_back((seq, len));
         state.len = len;
         self.shared.work.notify_one();
         Ok(())
@@ -363,12 +390,15 @@ impl StorageBackend for WriteBehind {
         let seq = state.next_seq;
         let end = offset + data.len() as u64;
         for page in offset / PAGE..end.div_ceil(PAGE) {
+            let whole = offset <= page * PAGE && (page + 1) * PAGE <= end;
+            let mixed = !whole && state.pages.contains_key(&page);
             state.pages.insert(
                 page,
                 Newest {
                     seq,
                     offset,
                     data: Arc::clone(&data),
+                    mixed,
                 },
             );
         }
@@ -478,7 +508,7 @@ fn run(shared: &Shared) {
                 state.ops.clear();
                 state.pages.clear();
                 state.bytes = 0;
-                state.resize = None;
+                state.resizes.clear();
             }
         }
         shared.progress.notify_all();
@@ -516,10 +546,9 @@ fn finish(state: &mut State, last: u64) {
                     }
                 }
             }
-            Op::SetLen(_) => {
-                if state.resize == Some(seq) {
-                    state.resize = None;
-                }
+            Op::SetLen(len) => {
+                state.resizes.pop_front();
+                state.file_len = len;
             }
             Op::Sync => {}
         }
@@ -618,6 +647,48 @@ mod tests {
     }
 
     #[test]
+    fn reads_do_not_wait_for_the_thread_while_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, flusher) = backend(&dir);
+        b.set_len(3 * PAGE).unwrap();
+        b.write(0, &[1; 8192]).unwrap();
+        b.write(2 * PAGE, &[2; 4096]).unwrap();
+        flusher.drain().unwrap();
+        // The thread takes the next writes and stops before writing them.
+        let shared = Arc::clone(&b.shared);
+        let gate = shared.gate.lock().unwrap();
+        b.write(PAGE, &[3; 4096]).unwrap();
+        b.write(2 * PAGE, &[5; 4096]).unwrap();
+        b.sync_data().unwrap();
+        let b = Arc::new(b);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let b = Arc::clone(&b);
+            move || {
+                let mut all = vec![0; 3 * PAGE as usize];
+                let read = b.read(0, &mut all).map(|()| all);
+                let _ = tx.send(read);
+            }
+        });
+        let all = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the read waited for the thread")
+            .unwrap();
+        assert_eq!(&all[..4096], &[1; 4096], "from the file");
+        assert_eq!(&all[4096..8192], &[3; 4096], "from the queue");
+        assert_eq!(&all[8192..], &[5; 4096], "from the queue, over the file");
+        // A second queued write covering part of page 1: the queue cannot
+        // say alone what the page will hold, and that read waits.
+        b.write(PAGE, &[4; 512]).unwrap();
+        drop(gate);
+        let mut page = vec![0; 4096];
+        b.read(PAGE, &mut page).unwrap();
+        assert_eq!(&page[..512], &[4; 512]);
+        assert_eq!(&page[512..], &[3; 3584]);
+        flusher.drain().unwrap();
+    }
+
+    #[test]
     fn operations_reach_the_file_in_order_and_close_writes_everything() {
         let dir = tempfile::tempdir().unwrap();
         let (b, _) = backend(&dir);
@@ -652,6 +723,7 @@ mod tests {
             progress: Condvar::new(),
             file: File::open(&path).unwrap(),
             calls_left: u64::MAX.into(),
+            gate: Mutex::new(()),
         });
         let broken = WriteBehind {
             locks: FileBackend::new(File::open(&path).unwrap()).unwrap(),
