@@ -259,6 +259,13 @@ impl WriteBehind {
             .create(true)
             .truncate(false)
             .open(path)?;
+        let io = file.try_clone()?;
+        WriteBehind::start(file, io)
+    }
+
+    /// The backend over `file`, whose thread does its I/O through `io`
+    /// (the same file).
+    fn start(file: File, io: File) -> io::Result<(WriteBehind, Flusher)> {
         let len = file.metadata()?.len();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -268,7 +275,7 @@ impl WriteBehind {
             }),
             work: Condvar::new(),
             progress: Condvar::new(),
-            file: file.try_clone()?,
+            file: io,
             #[cfg(test)]
             calls_left: u64::MAX.into(),
             #[cfg(test)]
@@ -501,7 +508,7 @@ fn run(shared: &Shared) {
         }
         let mut state = shared.lock();
         match result {
-            Ok(()) => finish(&mut state, last),
+            Ok(()) => retire(&mut state, last),
             Err(e) => {
                 tracing::error!(error = %e, "writing the projection store behind failed; the store stops");
                 state.failed = Some((e.kind(), e.to_string()));
@@ -531,7 +538,7 @@ fn take(state: &State) -> Batch {
 }
 
 /// Removes every operation up to `last` from the queue.
-fn finish(state: &mut State, last: u64) {
+fn retire(state: &mut State, last: u64) {
     while let Some((seq, _)) = state.ops.front()
         && *seq <= last
     {
@@ -716,23 +723,9 @@ mod tests {
         let path = dir.path().join("s.redb");
         std::fs::write(&path, []).unwrap();
         let (b, flusher) = WriteBehind::open(&path).unwrap();
-        // The thread's handle becomes one that cannot write.
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            work: Condvar::new(),
-            progress: Condvar::new(),
-            file: File::open(&path).unwrap(),
-            calls_left: u64::MAX.into(),
-            gate: Mutex::new(()),
-        });
-        let broken = WriteBehind {
-            locks: FileBackend::new(File::open(&path).unwrap()).unwrap(),
-            thread: Mutex::new(Some(std::thread::spawn({
-                let shared = Arc::clone(&shared);
-                move || run(&shared)
-            }))),
-            shared,
-        };
+        // The thread's handle is one that cannot write.
+        let (broken, _) =
+            WriteBehind::start(File::open(&path).unwrap(), File::open(&path).unwrap()).unwrap();
         broken.write(0, &[1; 4096]).unwrap();
         broken.sync_data().unwrap();
         let err = Flusher(Arc::clone(&broken.shared)).drain().unwrap_err();
