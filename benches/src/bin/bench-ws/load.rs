@@ -73,22 +73,55 @@ impl Clock {
     fn unix_us(&self, us: u64) -> u64 {
         self.1 + us
     }
+
+    /// A wall-clock time in Unix milliseconds, in µs since the epoch.
+    fn us_of_unix_ms(&self, ms: u64) -> u64 {
+        (ms * 1000).saturating_sub(self.1)
+    }
 }
 
-/// What the readers record: per delivered message, its scheduled and
-/// receive times; and the error frames.
+/// One delivered message, in µs since the benchmark's epoch: when it was
+/// scheduled, when its partner received it, and when the partition's
+/// leader stamped its log entry (the event's `timestamp_ms`, so to the
+/// millisecond; `None` where no node stamps, as with the bare relay).
+///
+/// The stamp splits a message's latency in two: before it, the generator,
+/// the gateway, the link and the node's way into Raft; after it, the log's
+/// fdatasync, the commit, the apply, the fan-out and the way back out. All
+/// processes run on one machine and read one clock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sample {
+    scheduled: u64,
+    received: u64,
+    stamped: Option<u64>,
+}
+
+impl Sample {
+    fn latency(&self) -> u64 {
+        self.received.saturating_sub(self.scheduled)
+    }
+
+    /// The part of the latency after the leader's stamp. The stamp is
+    /// truncated to the millisecond, so this part may read up to 1 ms long.
+    fn after_stamp(&self) -> Option<u64> {
+        Some(self.received.saturating_sub(self.stamped?))
+    }
+}
+
+/// What the readers record: per delivered message, a [`Sample`]; and the
+/// error frames.
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
-    /// `(scheduled µs, received µs)`. A std mutex: held for one push.
-    samples: Mutex<Vec<(u64, u64)>>,
+    /// A std mutex: held for one push.
+    samples: Mutex<Vec<Sample>>,
     errors: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
 impl Recorder {
-    fn record(&self, scheduled: u64, received: u64) {
+    fn record(&self, sample: Sample) {
         if let Ok(mut s) = self.samples.lock() {
-            s.push((scheduled, received));
+            s.push(sample);
         }
     }
 
@@ -99,7 +132,7 @@ impl Recorder {
         }
     }
 
-    fn take(&self) -> Vec<(u64, u64)> {
+    fn take(&self) -> Vec<Sample> {
         self.samples
             .lock()
             .map(|mut s| std::mem::take(&mut *s))
@@ -254,14 +287,29 @@ impl Fleet {
             late += more as u64;
         }
         let (w0, w1, t0) = (self.clock.us(w0), self.clock.us(w1), self.clock.us(t0));
-        let mut latencies_us: Vec<f64> = samples
+        let in_window: Vec<&Sample> = samples
             .iter()
-            .filter(|(s, _)| *s >= w0 && *s < w1)
-            .map(|(s, r)| r.saturating_sub(*s) as f64)
+            .filter(|s| s.scheduled >= w0 && s.scheduled < w1)
             .collect();
+        let mut latencies_us: Vec<f64> = in_window.iter().map(|s| s.latency() as f64).collect();
+        let mut after_stamp_us: Vec<f64> = in_window
+            .iter()
+            .filter_map(|s| s.after_stamp())
+            .map(|a| a as f64)
+            .collect();
+        // An over-goal message waited mostly after the stamp when that part
+        // is at least half of its latency.
+        let slow_after_stamp = in_window
+            .iter()
+            .filter(|s| s.latency() as f64 >= GOAL_P99_US)
+            .filter(|s| s.after_stamp().is_some_and(|a| 2 * a >= s.latency()))
+            .count() as u64;
         let timeline = Timeline::of(&samples, w0, w1, self.clock.unix_us(w0));
         let tail = Tail::of(&timeline);
-        let received_in_window = samples.iter().filter(|(_, r)| *r >= w0 && *r < w1).count();
+        let received_in_window = samples
+            .iter()
+            .filter(|s| s.received >= w0 && s.received < w1)
+            .count();
         let scheduled_in_window = (0..total)
             .filter(|i| {
                 let s = t0 + (*i as f64 * 1e6 / rate) as u64;
@@ -279,6 +327,8 @@ impl Fleet {
             p50_us: quantile(&mut latencies_us, 0.5).unwrap_or(f64::NAN),
             p99_us: quantile(&mut latencies_us, 0.99).unwrap_or(f64::NAN),
             max_us: latencies_us.last().copied().unwrap_or(f64::NAN),
+            after_stamp_p99_us: quantile(&mut after_stamp_us, 0.99),
+            slow_after_stamp,
             scheduled: scheduled_in_window,
             delivered,
             errors: self.recorder.errors.swap(0, Ordering::Relaxed),
@@ -314,6 +364,12 @@ pub(crate) struct StepRun {
     pub(crate) p50_us: f64,
     pub(crate) p99_us: f64,
     pub(crate) max_us: f64,
+    /// The p99 of the part of the latency after the leader stamped the
+    /// message's entry ([`Sample`]); `None` without a node.
+    pub(crate) after_stamp_p99_us: Option<f64>,
+    /// Of the messages at or over the goal, those that spent at least half
+    /// of their latency after the stamp.
+    pub(crate) slow_after_stamp: u64,
     /// Messages scheduled in the window, and of them delivered (by the end
     /// of the drain).
     pub(crate) scheduled: u64,
@@ -395,26 +451,35 @@ pub(crate) struct Timeline {
     /// Per slot: messages scheduled in it that arrived, the slowest one's
     /// latency (µs), and how many reached the goal ([`GOAL_P99_US`]).
     pub(crate) slots: Vec<(u64, u64, u64)>,
+    /// Per slot, the longest part of a latency after the leader's stamp
+    /// (µs), when the messages carry one.
+    pub(crate) after_stamp: Vec<Option<u64>>,
 }
 
 impl Timeline {
-    /// Over the `(scheduled µs, received µs)` samples scheduled in
-    /// `[w0, w1)`; `w0` is `start_unix_us` on the wall clock.
-    fn of(samples: &[(u64, u64)], w0: u64, w1: u64, start_unix_us: u64) -> Timeline {
-        let mut slots =
-            vec![(0u64, 0u64, 0u64); w1.saturating_sub(w0).div_ceil(TIMELINE_SLOT_US) as usize];
-        for (s, r) in samples {
-            if *s >= w0 && *s < w1 {
-                let latency = r.saturating_sub(*s);
-                let slot = &mut slots[((s - w0) / TIMELINE_SLOT_US) as usize];
+    /// Over the samples scheduled in `[w0, w1)`; `w0` is `start_unix_us`
+    /// on the wall clock.
+    fn of(samples: &[Sample], w0: u64, w1: u64, start_unix_us: u64) -> Timeline {
+        let n = w1.saturating_sub(w0).div_ceil(TIMELINE_SLOT_US) as usize;
+        let mut slots = vec![(0u64, 0u64, 0u64); n];
+        let mut after_stamp = vec![None; n];
+        for s in samples {
+            if s.scheduled >= w0 && s.scheduled < w1 {
+                let i = ((s.scheduled - w0) / TIMELINE_SLOT_US) as usize;
+                let latency = s.latency();
+                let slot = &mut slots[i];
                 slot.0 += 1;
                 slot.1 = slot.1.max(latency);
                 slot.2 += u64::from(latency as f64 >= GOAL_P99_US);
+                if let Some(a) = s.after_stamp() {
+                    after_stamp[i] = Some(after_stamp[i].map_or(a, |m: u64| m.max(a)));
+                }
             }
         }
         Timeline {
             start_unix_us,
             slots,
+            after_stamp,
         }
     }
 }
@@ -499,7 +564,13 @@ async fn read(mut stream: SplitStream<Ws>, me: u64, recorder: Arc<Recorder>, clo
         let t = t.as_str();
         if let Some((scheduled, sender)) = marker(t) {
             if sender != me {
-                recorder.record(scheduled, clock.now_us());
+                let received = clock.now_us();
+                let stamped = stamp_ms(t).map(|ms| clock.us_of_unix_ms(ms));
+                recorder.record(Sample {
+                    scheduled,
+                    received,
+                    stamped,
+                });
             }
         } else if t.contains("\"type\":\"error\"") {
             recorder.error(t);
@@ -517,6 +588,18 @@ fn marker(frame: &str) -> Option<(u64, u64)> {
     Some((scheduled.parse().ok()?, rest[..end].parse().ok()?))
 }
 
+/// The leader's stamp of the event in `frame`: its `timestamp_ms` (Unix
+/// ms). The event frame's first `timestamp_ms` is the event's own
+/// (docs/protocol.md, "event").
+fn stamp_ms(frame: &str) -> Option<u64> {
+    const KEY: &str = "\"timestamp_ms\":";
+    let rest = &frame[frame.find(KEY)? + KEY.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,5 +611,15 @@ mod tests {
         let event = "{\"event\":{\"message_sent\":{\"content\":{\"text\":\"wsb:9:0\"}}},\"type\":\"event\"}";
         assert_eq!(marker(event), Some((9, 0)));
         assert_eq!(marker("{\"type\":\"result\"}"), None);
+    }
+
+    #[test]
+    fn the_stamp_is_the_events_timestamp() {
+        let event = "{\"type\":\"event\",\"event\":{\"conversation_id\":\"d-1\",\"seq\":3,\"timestamp_ms\":1712345678901,\"message_sent\":{\"sent_ms\":1712345678901}}}";
+        assert_eq!(stamp_ms(event), Some(1_712_345_678_901));
+        assert_eq!(
+            stamp_ms("{\"type\":\"send\",\"content\":{\"text\":\"wsb:1:2\"}}"),
+            None
+        );
     }
 }

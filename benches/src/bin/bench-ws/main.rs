@@ -59,7 +59,8 @@
 //! last line of stdout is one JSON object holding every figure; progress
 //! goes to stderr. With `--timeline FILE`, every measured window is also
 //! appended to FILE slot by slot (20 ms of scheduled time each, on the wall
-//! clock, with the slowest latency and the count over the goal), to be read
+//! clock, with the slowest latency, the count over the goal and the longest
+//! wait after the partition's leader stamped a message), to be read
 //! beside the node's logs and metrics. Every process started is killed at
 //! the end, on error too.
 //!
@@ -397,7 +398,7 @@ async fn step(
         "{:<10} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
          lost {} ({} late), errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
          bench {:.2}; machine busy {:.0} % (steal {:.0} %); {} at or over {:.0} ms, in {} of {} \
-         {}-ms slots (at most {} in one){}",
+         {}-ms slots (at most {} in one){}{}",
         fleet.name,
         rate,
         s.delivered_per_s,
@@ -418,6 +419,14 @@ async fn step(
         s.tail.slots,
         TAIL_SLOT_US / 1000,
         s.tail.worst_slot,
+        match s.after_stamp_p99_us {
+            Some(p99) => format!(
+                "; after the leader's stamp: p99 {:.2} ms, and most of the wait of {} of those",
+                p99 / 1e3,
+                s.slow_after_stamp
+            ),
+            None => String::new(),
+        },
         if s.sustained() {
             ""
         } else {
@@ -430,8 +439,9 @@ async fn step(
 /// Appends a step's window to the `--timeline` file: one line per 20-ms
 /// slot of scheduled time, tab-separated — the system, the offered rate,
 /// the slot's start (Unix seconds, wall clock), the messages scheduled in
-/// it that arrived, the slowest one's latency (ms), and how many reached
-/// the goal.
+/// it that arrived, the slowest one's latency (ms), how many reached the
+/// goal, and the longest part of a latency after the leader stamped the
+/// entry (ms; empty without a node).
 fn append_timeline(path: &Path, system: &str, rate: f64, t: &Timeline) -> Result<()> {
     let file = OpenOptions::new()
         .create(true)
@@ -439,11 +449,12 @@ fn append_timeline(path: &Path, system: &str, rate: f64, t: &Timeline) -> Result
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     let mut out = BufWriter::new(file);
-    for (i, (arrived, max_us, over)) in t.slots.iter().enumerate() {
+    for (i, ((arrived, max_us, over), after)) in t.slots.iter().zip(&t.after_stamp).enumerate() {
         let at_us = t.start_unix_us + i as u64 * TIMELINE_SLOT_US;
+        let after = after.map_or(String::new(), |a| format!("{:.2}", a as f64 / 1e3));
         writeln!(
             out,
-            "{system}\t{rate:.0}\t{}.{:06}\t{arrived}\t{:.2}\t{over}",
+            "{system}\t{rate:.0}\t{}.{:06}\t{arrived}\t{:.2}\t{over}\t{after}",
             at_us / 1_000_000,
             at_us % 1_000_000,
             *max_us as f64 / 1e3

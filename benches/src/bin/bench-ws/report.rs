@@ -81,6 +81,8 @@ impl Delivery {
                 "over_goal_slots": s.tail.slow_slots,
                 "slots": s.tail.slots,
                 "over_goal_worst_slot": s.tail.worst_slot,
+                "after_stamp_p99_us": s.after_stamp_p99_us,
+                "over_goal_mostly_after_stamp": s.slow_after_stamp,
                 "scheduled": s.scheduled,
                 "delivered": s.delivered,
                 "errors": s.errors,
