@@ -83,7 +83,8 @@ pub struct SegmentInfo {
     pub first_index: u64,
     /// Its next index (first index + record count).
     pub next_index: u64,
-    /// Bytes on disk.
+    /// Bytes of its records (the active segment's file also holds the
+    /// zeros prepared after them; see [`Options::prepare_bytes`]).
     pub bytes: u64,
     /// Whether it is sealed (false for the one active segment).
     pub sealed: bool,
@@ -559,6 +560,8 @@ impl Log {
 
         file.write_all_at(buf, base)
             .map_err(|e| Error::io("write", &path, e))?;
+        let end = base + buf.len() as u64;
+        let prepared = self.prepare(&*file, &path, end, read(&self.view).active.prepared)?;
         if self.opts.sync == SyncMode::Fdatasync {
             // The acknowledgement below promises these bytes survive a crash.
             file.sync_data()
@@ -567,10 +570,37 @@ impl Log {
 
         let mut v = write(&self.view);
         v.active.positions.extend_from_slice(&positions);
-        v.active.end = base + buf.len() as u64;
+        v.active.end = end;
+        v.active.prepared = prepared;
         v.active.max_timestamp = v.active.max_timestamp.max(max_ts);
         v.head = hash;
         Ok(first)
+    }
+
+    /// Keeps the active segment `file`, whose records end at `end` and
+    /// whose zeros reach `prepared`, at least half of
+    /// [`Options::prepare_bytes`] ahead of its records: when it is not,
+    /// writes zeros up to a full `prepare_bytes` past `end`. The caller's
+    /// fdatasync makes them durable with its batch. Returns the new
+    /// prepared length.
+    ///
+    /// Why: a batch written over blocks that are already allocated and
+    /// written changes no file metadata, so its fdatasync flushes data
+    /// alone; one that extends the file must also commit the journal
+    /// (new blocks and a new length), which costs more and queues behind
+    /// every other file's journal commit (docs/log-design.md).
+    fn prepare(&self, file: &dyn LogFile, path: &Path, end: u64, prepared: u64) -> Result<u64> {
+        let ahead = self.opts.prepare_bytes;
+        // A segment is not prepared past the size that seals it.
+        let target = (end + ahead).min(self.opts.segment_bytes.max(end));
+        if ahead == 0 || prepared.max(end) >= end + ahead / 2 || target <= prepared.max(end) {
+            return Ok(prepared.max(end));
+        }
+        let from = prepared.max(end);
+        let zeros = vec![0u8; (target - from) as usize];
+        file.write_all_at(&zeros, from)
+            .map_err(|e| Error::io("write", path, e))?;
+        Ok(target)
     }
 
     /// Seals the active segment and starts a new one at the next index.
@@ -581,8 +611,8 @@ impl Log {
         };
         let fs = &*self.opts.fs;
         let sealed = seal(fs, &self.dir, &self.opts, old, head).map_err(|e| self.poisoned(e))?;
-        let active =
-            create_segment(fs, &self.dir, next, head, false).map_err(|e| self.poisoned(e))?;
+        let active = create_segment(fs, &self.dir, &self.opts, next, head, false)
+            .map_err(|e| self.poisoned(e))?;
         let mut v = write(&self.view);
         v.sealed.push(Arc::new(sealed));
         v.active = active;
@@ -747,6 +777,7 @@ impl Log {
             self.truncations.fetch_add(1, Ordering::Release);
             v.active.positions.truncate(k);
             v.active.end = new_end;
+            v.active.prepared = new_end;
             v.head = head;
         }
         a.file
@@ -789,6 +820,7 @@ impl Log {
                 },
                 positions: Vec::new(),
                 end: 0,
+                prepared: 0,
                 ..active.clone()
             };
             v.head = target.index.last_hash;
@@ -835,6 +867,7 @@ impl Log {
             file,
             positions,
             end: cut as u64,
+            prepared: cut as u64,
             max_timestamp,
         };
         let mut v = write(&self.view);
@@ -1079,8 +1112,9 @@ impl Log {
     }
 }
 
-/// Turns the active segment into a sealed one: writes its sparse index and
-/// maps it. Its bytes are already durable.
+/// Turns the active segment into a sealed one: cuts the zeros prepared
+/// past its records, writes its sparse index and maps it. Its records are
+/// already durable.
 pub(crate) fn seal(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -1088,6 +1122,20 @@ pub(crate) fn seal(
     active: ActiveView,
     head: ChainHash,
 ) -> Result<Sealed> {
+    if active.prepared > active.end {
+        // A sealed segment is exactly its records, so that its cached index
+        // (which records its length) stays valid and backups copy no zeros.
+        // Made durable before the next segment exists; if a crash comes
+        // first, the zeros are still read as prepared space.
+        active
+            .file
+            .set_len(active.end)
+            .map_err(|e| Error::io("truncate", &active.path, e))?;
+        active
+            .file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &active.path, e))?;
+    }
     let mut sparse = SparseBuilder::new(opts.index_interval_bytes);
     for (k, pos) in active.positions.iter().enumerate() {
         sparse.push(active.first() + k as u64, *pos);
@@ -1140,7 +1188,7 @@ pub(crate) fn jump(
         fs.sync_dir(dir)
             .map_err(|e| Error::io("fsync dir", dir, e))?;
     }
-    view.active = create_segment(fs, dir, next, prev_hash, true)?;
+    view.active = create_segment(fs, dir, opts, next, prev_hash, true)?;
     view.head = prev_hash;
     view.first_visible = next;
     Ok(())
@@ -1153,6 +1201,7 @@ pub(crate) fn jump(
 pub(crate) fn create_segment(
     fs: &dyn FileSystem,
     dir: &Path,
+    opts: &Options,
     first: u64,
     prev_hash: ChainHash,
     carried: bool,
@@ -1166,7 +1215,12 @@ pub(crate) fn create_segment(
     let file: Arc<dyn LogFile> = fs
         .create_new(&path)
         .map_err(|e| Error::io("create", &path, e))?;
-    file.write_all_at(&header.encode(), 0)
+    // The header and the first prepared space share one fdatasync.
+    let end = format::SEGMENT_HEADER_LEN as u64;
+    let prepared = (end + opts.prepare_bytes).min(opts.segment_bytes.max(end));
+    let mut bytes = header.encode().to_vec();
+    bytes.resize(prepared as usize, 0);
+    file.write_all_at(&bytes, 0)
         .map_err(|e| Error::io("write", &path, e))?;
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", &path, e))?;
@@ -1177,7 +1231,8 @@ pub(crate) fn create_segment(
         header,
         file,
         positions: Vec::new(),
-        end: format::SEGMENT_HEADER_LEN as u64,
+        end,
+        prepared,
         max_timestamp: 0,
     })
 }

@@ -95,6 +95,12 @@ pub struct Options {
     pub max_record_bytes: u32,
     /// A sparse index entry is kept at least every this many bytes.
     pub index_interval_bytes: u64,
+    /// The active segment is kept this many bytes ahead of its records in
+    /// zeros, written and made durable with a batch, so that later batches
+    /// overwrite allocated blocks and their fdatasync has no file metadata
+    /// to commit (docs/log-design.md, "Prepared space"). 0 turns it off:
+    /// every batch then extends the file.
+    pub prepare_bytes: u64,
     /// The index the first record of a new, empty log gets.
     pub initial_index: u64,
     /// Whether appends wait for fdatasync.
@@ -114,6 +120,7 @@ impl Default for Options {
             segment_bytes: 64 << 20,
             max_record_bytes: 16 << 20,
             index_interval_bytes: 4096,
+            prepare_bytes: 1 << 20,
             initial_index: 0,
             sync: SyncMode::Fdatasync,
             recovery: Recovery::TailOnly,

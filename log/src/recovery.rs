@@ -82,7 +82,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<(View, RecoveryRepor
             // purge point says, or at the initial index.
             let first = purge_point.unwrap_or(opts.initial_index);
             let prev = carried.unwrap_or(format::GENESIS_HASH);
-            let active = create_segment(fs, dir, first, prev, carried.is_some())?;
+            let active = create_segment(fs, dir, opts, first, prev, carried.is_some())?;
             let view = View {
                 sealed: Vec::new(),
                 first_visible: first,
@@ -376,12 +376,16 @@ fn open_active(
             kind,
         });
     }
+    // Past the records, the file holds zeros prepared for appends (which
+    // the scan stops at), or nothing once a torn tail was cut.
+    let prepared = file.len().map_err(|e| Error::io("stat", &path, e))?;
     let active = ActiveView {
         path,
         header,
         file,
         positions,
         end: cursor.pos as u64,
+        prepared,
         max_timestamp: cursor.max_timestamp,
     };
     Ok(Some((active, cursor.prev_hash)))

@@ -38,6 +38,10 @@ pub enum Stop {
 
 /// Checks records from `cursor.pos` to the end of `bytes`, calling `visit`
 /// with each valid one and its position, and advancing the cursor past it.
+///
+/// Zeros from a record boundary to the end of `bytes` are space prepared
+/// for appends (`Options::prepare_bytes`), not a record: the scan ends
+/// there, with the cursor at the first zero byte.
 pub fn scan(
     bytes: &[u8],
     cursor: &mut Cursor,
@@ -49,6 +53,7 @@ pub fn scan(
         let position = cursor.pos;
         let (header, payload) = match decode_record(&bytes[position..], max_payload) {
             Ok(r) => r,
+            Err(_) if bytes[position..].iter().all(|b| *b == 0) => return Stop::End,
             Err(kind) => return Stop::Bad { position, kind },
         };
         if header.index != cursor.next_index {

@@ -85,6 +85,9 @@ pub(crate) struct ActiveView {
     pub positions: Vec<u64>,
     /// Bytes of the file that are durable records (the write position).
     pub end: u64,
+    /// The file's length as the writer left it: past `end` it holds only
+    /// zeros, prepared for the next batches.
+    pub prepared: u64,
     /// Newest timestamp appended (an upper bound after a truncation).
     pub max_timestamp: u64,
 }

@@ -9,6 +9,7 @@ mod fixture_carried;
 mod garbage_input;
 mod model;
 mod poison;
+mod prepared;
 mod purge_beyond_end;
 mod retention;
 mod torn_tail;

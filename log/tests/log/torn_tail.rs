@@ -50,7 +50,8 @@ fn payload(index: u64) -> Vec<u8> {
 }
 
 /// Writes a log of the given batch sizes (records numbered from 0) on a
-/// fresh disk and returns that disk and the active segment's bytes.
+/// fresh disk and returns that disk and the active segment's bytes up to
+/// the end of its records (without the zeros prepared after them).
 fn write_log(batches: &[usize]) -> (SimFs, Vec<u8>) {
     let fs = SimFs::new();
     let log = open(&fs);
@@ -71,9 +72,14 @@ fn write_log(batches: &[usize]) -> (SimFs, Vec<u8>) {
         );
         index += n as u64;
     }
+    let records_end = log.segments().pop().expect("an active segment").bytes as usize;
     drop(log);
     let bytes = fs.read_file(&segment(0)).expect("segment 0 exists");
-    (fs, bytes)
+    assert!(
+        bytes[records_end..].iter().all(|b| *b == 0),
+        "only zeros follow the records"
+    );
+    (fs, bytes[..records_end].to_vec())
 }
 
 /// Byte positions of the records of a segment, plus its end.
@@ -175,6 +181,41 @@ fn every_cut_keeps_exactly_the_whole_records_before_it(batches: &[usize]) {
             whole as u64..whole as u64 + 1
         );
         assert_holds(&log, whole as u64 + 1);
+
+        // The same cut inside space prepared for appends: the torn bytes
+        // are followed by zeros. Zeros right after a whole record are the
+        // end of the log, not a torn tail; anything else is cut as before.
+        let mut prepared = full[..cut].to_vec();
+        prepared.resize(cut + 4096, 0);
+        let fs = disk_with(&prepared);
+        let verified = verify_dir(&fs, Path::new(DIR), MAX_RECORD).expect("verify");
+        let log = open(&fs);
+        let torn = log.recovery_report().torn_tail.clone();
+        if cut == boundary {
+            assert_eq!(verified.problem, None, "zeros at {cut}");
+            assert_eq!(torn, None, "zeros at {cut}: nothing to cut");
+        } else {
+            assert!(
+                matches!(verified.problem, Some(Problem::TornTail { position, .. }) if position == boundary as u64),
+                "zeros after a cut at {cut}: {:?}",
+                verified.problem
+            );
+            let torn = torn.expect("the torn record is cut");
+            assert_eq!(torn.position, boundary as u64, "cut at {cut}");
+            assert_eq!(torn.dropped_bytes, (cut + 4096 - boundary) as u64);
+        }
+        assert_holds(&log, whole as u64);
+        let r = log.append(&[Record {
+            timestamp: 1_000 + whole as u64,
+            payload: &payload(whole as u64),
+        }]);
+        assert_eq!(
+            r.expect("append after recovery"),
+            whole as u64..whole as u64 + 1
+        );
+        drop(log);
+        fs.crash();
+        assert_holds(&open(&fs), whole as u64 + 1);
     }
 }
 
