@@ -183,7 +183,8 @@ pub(crate) fn count_batches(dir: &Path) -> Result<(u64, u64)> {
     for path in segment_files(dir)? {
         let bytes = fs::read(&path).with_context(|| format!("reading {path:?}"))?;
         let mut pos = SEGMENT_HEADER_LEN;
-        while pos < bytes.len() {
+        // The active segment ends in zeros prepared for appends.
+        while pos < bytes.len() && bytes[pos..].iter().any(|b| *b != 0) {
             let header = decode_record_header(&bytes[pos..], u32::MAX)
                 .map_err(|kind| anyhow!("{path:?} at byte {pos}: {kind}"))?;
             records += 1;
