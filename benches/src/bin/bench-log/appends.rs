@@ -23,12 +23,16 @@ pub(crate) struct AppendCase {
     /// The records per write of the raw loop: missive's mean batch.
     pub(crate) raw_batch: usize,
     pub(crate) raw: RawSync,
+    /// The same loop writing over zeros prepared ahead, as the log does.
+    pub(crate) raw_over_zeros: RawSync,
     /// The raw loop with one record per appender per write: the most that
     /// `threads` one-record appenders could reach, even with every one of
     /// them in each batch. `None` for one appender (it is `raw`).
     pub(crate) ceiling: Option<RawSync>,
     /// missive's appends/s over the raw loop's records/s, run by run.
     pub(crate) ratio_to_raw_sync: f64,
+    /// The same over the loop writing over zeros.
+    pub(crate) ratio_to_raw_over_zeros: f64,
     /// missive's MB/s over the raw sequential write bandwidth.
     pub(crate) ratio_to_seq_write: f64,
 }
@@ -40,6 +44,7 @@ pub(crate) struct Repeat {
     pub(crate) missive: AppendRun,
     pub(crate) raw_batch: usize,
     pub(crate) raw: RawSync,
+    pub(crate) raw_over_zeros: RawSync,
     pub(crate) ceiling: Option<RawSync>,
 }
 
@@ -55,15 +60,25 @@ pub(crate) fn append_case(
     for _ in 0..plan.repeats {
         let missive = missive_appends(dir, threads, payload, plan.case_time)?;
         let raw_batch = (missive.mean_batch.round() as usize).max(1);
-        let raw = raw_synced_writes(dir, record_len, raw_batch, plan.case_time)?;
+        let time = plan.case_time;
+        let raw = raw_synced_writes(dir, record_len, raw_batch, time, Placement::Append)?;
+        let raw_over_zeros =
+            raw_synced_writes(dir, record_len, raw_batch, time, Placement::OverZeros)?;
         let ceiling = match threads {
             1 => None,
-            _ => Some(raw_synced_writes(dir, record_len, threads, plan.case_time)?),
+            _ => Some(raw_synced_writes(
+                dir,
+                record_len,
+                threads,
+                time,
+                Placement::Append,
+            )?),
         };
         repeats.push(Repeat {
             missive,
             raw_batch,
             raw,
+            raw_over_zeros,
             ceiling,
         });
     }
@@ -81,8 +96,18 @@ pub(crate) fn append_case(
         missive,
         raw_batch: median_of(&repeats, |r| r.raw_batch as f64) as usize,
         raw: median_raw(repeats.iter().map(|r| r.raw).collect::<Vec<_>>().as_slice()),
+        raw_over_zeros: median_raw(
+            repeats
+                .iter()
+                .map(|r| r.raw_over_zeros)
+                .collect::<Vec<_>>()
+                .as_slice(),
+        ),
         ceiling: (!ceilings.is_empty()).then(|| median_raw(&ceilings)),
         ratio_to_raw_sync: median_of(&repeats, |r| r.missive.appends_per_s / r.raw.records_per_s),
+        ratio_to_raw_over_zeros: median_of(&repeats, |r| {
+            r.missive.appends_per_s / r.raw_over_zeros.records_per_s
+        }),
         ratio_to_seq_write: missive.mb_per_s / seq_write_mb_s,
     })
 }

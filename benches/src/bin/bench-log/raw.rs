@@ -29,21 +29,48 @@ pub(crate) struct RawSync {
     pub(crate) mb_per_s: f64,
 }
 
-/// Writes `batch` records of `record_len` bytes per `write_all`, each
-/// followed by an fdatasync, for `time`.
+/// How the raw write + fdatasync loop places its writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Each write extends the file.
+    Append,
+    /// Each write lands on zeros written (and made durable) ahead of it, 1
+    /// MiB at a time when less than half of that is left: what the log
+    /// does with its prepared space.
+    OverZeros,
+}
+
+/// The zeros kept ahead of the writes with [`Placement::OverZeros`], as the
+/// log's default `prepare_bytes`.
+const PREPARE: u64 = 1 << 20;
+
+/// Writes `batch` records of `record_len` bytes per write, each followed by
+/// an fdatasync, for `time`.
 pub(crate) fn raw_synced_writes(
     dir: &Path,
     record_len: usize,
     batch: usize,
     time: Duration,
+    placement: Placement,
 ) -> Result<RawSync> {
+    use std::os::unix::fs::FileExt;
+
     let path = dir.join("raw-synced-writes");
-    let mut file = File::create_new(&path).with_context(|| format!("creating {path:?}"))?;
+    let file = File::create_new(&path).with_context(|| format!("creating {path:?}"))?;
     let buf = vec![0x5A; record_len * batch];
+    let zeros = vec![0u8; PREPARE as usize];
+    let (mut at, mut prepared) = (0u64, 0u64);
     let start = Instant::now();
     let mut writes = 0u64;
     while start.elapsed() < time {
-        file.write_all(&buf).context("raw write")?;
+        file.write_all_at(&buf, at).context("raw write")?;
+        at += buf.len() as u64;
+        if placement == Placement::OverZeros && prepared < at + PREPARE / 2 {
+            let from = prepared.max(at);
+            file.write_all_at(&zeros, from)
+                .context("raw write of zeros")?;
+            prepared = from + PREPARE;
+        }
         file.sync_data().context("raw fdatasync")?;
         writes += 1;
     }

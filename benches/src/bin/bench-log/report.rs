@@ -15,15 +15,18 @@ pub(crate) fn goals(cases: &[AppendCase], scan: &Scan, reopen: &Reopen) -> Vec<G
     let mut goals = Vec::new();
     for case in cases {
         if case.threads == 1 {
+            // Against the faster of the two raw loops: appending, or over
+            // zeros as the log itself writes.
+            let ratio = case.ratio_to_raw_sync.min(case.ratio_to_raw_over_zeros);
             goals.push(Goal {
                 what: format!(
                     "1 appender, {} B: appends/s vs raw write+fdatasync",
                     case.payload
                 ),
-                value: case.ratio_to_raw_sync * 100.0,
+                value: ratio * 100.0,
                 unit: "%",
                 target: ">= 80 %",
-                met: case.ratio_to_raw_sync >= 0.8,
+                met: ratio >= 0.8,
             });
         }
         if case.threads == 256 {
@@ -128,11 +131,16 @@ pub(crate) fn print_table(r: &Report<'_>, runtime: Duration) {
 
 pub(crate) fn print_appends(cases: &[AppendCase], seq_write_mb_s: f64) {
     println!(
-        "\n{:>12} | {:^44} | {:^23} | {:^17} | {:^16}",
-        "", "missive", "raw write+fdatasync", "missive vs raw", "raw, batch = thr"
+        "\n{:>12} | {:^44} | {:^23} | {:^17} | {:^18} | {:^16}",
+        "",
+        "missive",
+        "raw write+fdatasync",
+        "missive vs raw",
+        "raw over zeros",
+        "raw, batch = thr"
     );
     println!(
-        "{:>7} {:>4} | {:>9} {:>7} {:>8} {:>8} {:>6} | {:>5} {:>9} {:>7} | {:>8} {:>8} | {:>7} {:>8}",
+        "{:>7} {:>4} | {:>9} {:>7} {:>8} {:>8} {:>6} | {:>5} {:>9} {:>7} | {:>8} {:>8} | {:>9} {:>8} | {:>7} {:>8}",
         "payload",
         "thr",
         "appends/s",
@@ -145,6 +153,8 @@ pub(crate) fn print_appends(cases: &[AppendCase], seq_write_mb_s: f64) {
         "MB/s",
         "sync",
         "seq",
+        "rec/s",
+        "sync",
         "MB/s",
         "vs seq"
     );
@@ -160,7 +170,7 @@ pub(crate) fn print_appends(cases: &[AppendCase], seq_write_mb_s: f64) {
         };
         println!(
             "{:>5} B {:>4} | {:>9.0} {:>7.2} {:>8.0} {:>8.0} {:>6.1} | {:>5} {:>9.0} {:>7.2} | \
-             {:>6.1} % {:>6.1} % | {ceiling}",
+             {:>6.1} % {:>6.1} % | {:>9.0} {:>6.1} % | {ceiling}",
             c.payload,
             c.threads,
             m.appends_per_s,
@@ -172,13 +182,17 @@ pub(crate) fn print_appends(cases: &[AppendCase], seq_write_mb_s: f64) {
             c.raw.records_per_s,
             c.raw.mb_per_s,
             c.ratio_to_raw_sync * 100.0,
-            c.ratio_to_seq_write * 100.0
+            c.ratio_to_seq_write * 100.0,
+            c.raw_over_zeros.records_per_s,
+            c.ratio_to_raw_over_zeros * 100.0
         );
     }
     println!(
         "MB/s of records (64 B header + payload); batch: records per write + fdatasync \
          (missive's from its record headers);\nsync: missive appends/s / raw rec/s at the same \
-         batch (median of paired runs); seq: MB/s / raw sequential write;\nraw, batch = thr: \
+         batch (median of paired runs); seq: MB/s / raw sequential write;\nraw over zeros: the \
+         same loop writing over zeros kept 1 MiB ahead, as the log does, and missive over it;\n\
+         raw, batch = thr: \
          the most thr one-record appenders could get if every one were in every batch"
     );
 }
@@ -206,6 +220,8 @@ impl Report<'_> {
                         c.ceiling.map(|raw| raw.mb_per_s / self.seq_write_mb_s),
                     "raw_mb_per_s": c.raw.mb_per_s,
                     "ratio_to_raw_sync": c.ratio_to_raw_sync,
+                    "raw_over_zeros_records_per_s": c.raw_over_zeros.records_per_s,
+                    "ratio_to_raw_over_zeros": c.ratio_to_raw_over_zeros,
                     "ratio_to_seq_write": c.ratio_to_seq_write,
                 })
             })

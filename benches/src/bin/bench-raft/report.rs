@@ -244,7 +244,7 @@ impl Report<'_> {
             }
         }
         println!(
-            "p50 / fdatasync: over the appending write + fdatasync p50\n\nCPU in the measured \
+            "p50 / fdatasync: over the faster write + fdatasync p50 of the two above\n\nCPU in the measured \
              window ({} cores; servers: the 3 processes of the system under load)",
             cores()
         );
@@ -334,6 +334,7 @@ impl Report<'_> {
                 "overwrite_p50_us": self.limit.overwrite.p50_us,
                 "overwrite_p99_us": self.limit.overwrite.p99_us,
                 "overwrite_syncs": self.limit.overwrite.syncs,
+                "floor_p50_us": self.limit.floor().p50_us,
             },
             "cases": cases,
             "goals": goals_json,
