@@ -115,6 +115,15 @@ fn assert_holds(log: &Log, records: u64) {
     }
 }
 
+/// Appends record `index`, which must be the log's next.
+fn append_next(log: &Log, index: u64) {
+    let r = log.append(&[Record {
+        timestamp: 1_000 + index,
+        payload: &payload(index),
+    }]);
+    assert_eq!(r.expect("append after recovery"), index..index + 1);
+}
+
 fn every_cut_keeps_exactly_the_whole_records_before_it(batches: &[usize]) {
     let (_, full) = write_log(batches);
     let bounds = record_bounds(&full);
@@ -172,14 +181,7 @@ fn every_cut_keeps_exactly_the_whole_records_before_it(batches: &[usize]) {
         assert_eq!(fs.read_file(&segment(0)).expect("segment").len(), boundary);
 
         // And the log goes on from there.
-        let r = log.append(&[Record {
-            timestamp: 1_000 + whole as u64,
-            payload: &payload(whole as u64),
-        }]);
-        assert_eq!(
-            r.expect("append after recovery"),
-            whole as u64..whole as u64 + 1
-        );
+        append_next(&log, whole as u64);
         assert_holds(&log, whole as u64 + 1);
 
         // The same cut inside space prepared for appends: the torn bytes
@@ -205,14 +207,7 @@ fn every_cut_keeps_exactly_the_whole_records_before_it(batches: &[usize]) {
             assert_eq!(torn.dropped_bytes, (cut + 4096 - boundary) as u64);
         }
         assert_holds(&log, whole as u64);
-        let r = log.append(&[Record {
-            timestamp: 1_000 + whole as u64,
-            payload: &payload(whole as u64),
-        }]);
-        assert_eq!(
-            r.expect("append after recovery"),
-            whole as u64..whole as u64 + 1
-        );
+        append_next(&log, whole as u64);
         drop(log);
         fs.crash();
         assert_holds(&open(&fs), whole as u64 + 1);
