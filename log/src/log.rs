@@ -522,7 +522,7 @@ impl Log {
                 self.roll(w)?;
             }
         }
-        let (first, mut hash, file, path, base) = {
+        let (first, mut hash, file, path, base, prepared) = {
             let v = read(&self.view);
             (
                 v.next(),
@@ -530,6 +530,7 @@ impl Log {
                 v.active.file.clone(),
                 v.active.path.clone(),
                 v.active.end,
+                v.active.prepared,
             )
         };
 
@@ -561,7 +562,7 @@ impl Log {
         file.write_all_at(buf, base)
             .map_err(|e| Error::io("write", &path, e))?;
         let end = base + buf.len() as u64;
-        let prepared = self.prepare(&*file, &path, end, read(&self.view).active.prepared)?;
+        let prepared = self.prepare(&*file, &path, end, prepared)?;
         if self.opts.sync == SyncMode::Fdatasync {
             // The acknowledgement below promises these bytes survive a crash.
             file.sync_data()
@@ -590,13 +591,11 @@ impl Log {
     /// (new blocks and a new length), which costs more and queues behind
     /// every other file's journal commit (docs/log-design.md).
     fn prepare(&self, file: &dyn LogFile, path: &Path, end: u64, prepared: u64) -> Result<u64> {
-        let ahead = self.opts.prepare_bytes;
-        // A segment is not prepared past the size that seals it.
-        let target = (end + ahead).min(self.opts.segment_bytes.max(end));
-        if ahead == 0 || prepared.max(end) >= end + ahead / 2 || target <= prepared.max(end) {
-            return Ok(prepared.max(end));
-        }
         let from = prepared.max(end);
+        let target = prepared_end(&self.opts, end);
+        if from >= end + self.opts.prepare_bytes / 2 || from >= target {
+            return Ok(from);
+        }
         let zeros = vec![0u8; (target - from) as usize];
         file.write_all_at(&zeros, from)
             .map_err(|e| Error::io("write", path, e))?;
@@ -1217,7 +1216,7 @@ pub(crate) fn create_segment(
         .map_err(|e| Error::io("create", &path, e))?;
     // The header and the first prepared space share one fdatasync.
     let end = format::SEGMENT_HEADER_LEN as u64;
-    let prepared = (end + opts.prepare_bytes).min(opts.segment_bytes.max(end));
+    let prepared = prepared_end(opts, end);
     let mut bytes = header.encode().to_vec();
     bytes.resize(prepared as usize, 0);
     file.write_all_at(&bytes, 0)
@@ -1235,6 +1234,13 @@ pub(crate) fn create_segment(
         prepared,
         max_timestamp: 0,
     })
+}
+
+/// How far the active segment is prepared when its records end at `end`:
+/// [`Options::prepare_bytes`] past them, but not past the size that seals
+/// the segment.
+fn prepared_end(opts: &Options, end: u64) -> u64 {
+    (end + opts.prepare_bytes).min(opts.segment_bytes.max(end))
 }
 
 /// Where a file is written before it is renamed into place.

@@ -354,6 +354,9 @@ fn open_active(
             positions.push(pos as u64);
         },
     );
+    // Past the records, the file holds zeros prepared for appends (which
+    // the scan stops at), or nothing once a torn tail is cut.
+    let mut file_len = bytes.len() as u64;
     if let Stop::Bad { position, kind } = stop {
         if later_batch_after(&bytes, position, cursor.next_index, opts.max_record_bytes) {
             return Err(Error::corruption(&path, position as u64, kind));
@@ -369,6 +372,7 @@ fn open_active(
         // or a crash could resurrect the torn bytes behind valid ones.
         file.sync_data()
             .map_err(|e| Error::io("fdatasync", &path, e))?;
+        file_len = position as u64;
         report.torn_tail = Some(TornTail {
             segment: path.clone(),
             position: position as u64,
@@ -376,16 +380,13 @@ fn open_active(
             kind,
         });
     }
-    // Past the records, the file holds zeros prepared for appends (which
-    // the scan stops at), or nothing once a torn tail was cut.
-    let prepared = file.len().map_err(|e| Error::io("stat", &path, e))?;
     let active = ActiveView {
         path,
         header,
         file,
         positions,
         end: cursor.pos as u64,
-        prepared,
+        prepared: file_len,
         max_timestamp: cursor.max_timestamp,
     };
     Ok(Some((active, cursor.prev_hash)))

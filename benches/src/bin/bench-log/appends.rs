@@ -95,15 +95,9 @@ pub(crate) fn append_case(
         payload,
         missive,
         raw_batch: median_of(&repeats, |r| r.raw_batch as f64) as usize,
-        raw: median_raw(repeats.iter().map(|r| r.raw).collect::<Vec<_>>().as_slice()),
-        raw_over_zeros: median_raw(
-            repeats
-                .iter()
-                .map(|r| r.raw_over_zeros)
-                .collect::<Vec<_>>()
-                .as_slice(),
-        ),
-        ceiling: (!ceilings.is_empty()).then(|| median_raw(&ceilings)),
+        raw: median_raw(&repeats, |r| r.raw),
+        raw_over_zeros: median_raw(&repeats, |r| r.raw_over_zeros),
+        ceiling: (!ceilings.is_empty()).then(|| median_raw(&ceilings, |c| *c)),
         ratio_to_raw_sync: median_of(&repeats, |r| r.missive.appends_per_s / r.raw.records_per_s),
         ratio_to_raw_over_zeros: median_of(&repeats, |r| {
             r.missive.appends_per_s / r.raw_over_zeros.records_per_s
@@ -112,10 +106,11 @@ pub(crate) fn append_case(
     })
 }
 
-pub(crate) fn median_raw(runs: &[RawSync]) -> RawSync {
+/// The median rates of the raw runs `raw` picks out of `runs`.
+pub(crate) fn median_raw<T>(runs: &[T], raw: impl Fn(&T) -> RawSync) -> RawSync {
     RawSync {
-        records_per_s: median_of(runs, |r| r.records_per_s),
-        mb_per_s: median_of(runs, |r| r.mb_per_s),
+        records_per_s: median_of(runs, |r| raw(r).records_per_s),
+        mb_per_s: median_of(runs, |r| raw(r).mb_per_s),
     }
 }
 
@@ -202,20 +197,15 @@ pub(crate) fn segment_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Counts the records and the commit batches (records with batch offset 0)
-/// of the log in `dir` by walking its record headers.
+/// of the log in `dir`, read as `missive log verify` reads it.
 pub(crate) fn count_batches(dir: &Path) -> Result<(u64, u64)> {
-    let (mut records, mut batches) = (0, 0);
-    for path in segment_files(dir)? {
-        let bytes = fs::read(&path).with_context(|| format!("reading {path:?}"))?;
-        let mut pos = SEGMENT_HEADER_LEN;
-        // The active segment ends in zeros prepared for appends.
-        while pos < bytes.len() && bytes[pos..].iter().any(|b| *b != 0) {
-            let header = decode_record_header(&bytes[pos..], u32::MAX)
-                .map_err(|kind| anyhow!("{path:?} at byte {pos}: {kind}"))?;
-            records += 1;
-            batches += u64::from(header.batch_offset == 0);
-            pos += header.record_len();
-        }
+    let mut batches = 0;
+    let report = read_dir(&StdFs, dir, u32::MAX, |header, _| {
+        batches += u64::from(header.batch_offset == 0);
+        ControlFlow::Continue(())
+    })?;
+    if let Some(problem) = report.problem {
+        bail!("{dir:?}: {problem:?}");
     }
-    Ok((records, batches))
+    Ok((report.records(), batches))
 }

@@ -58,13 +58,16 @@
 use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::{Read, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use missive_benches::stats::quantile;
-use missive_log::format::{RECORD_HEADER_LEN, SEGMENT_HEADER_LEN, decode_record_header};
+use missive_log::format::RECORD_HEADER_LEN;
+use missive_log::fs::StdFs;
+use missive_log::verify::read_dir;
 use missive_log::{Log, Options, Record, SyncMode};
 use serde_json::{Value, json};
 

@@ -40,10 +40,6 @@ pub(crate) enum Placement {
     OverZeros,
 }
 
-/// The zeros kept ahead of the writes with [`Placement::OverZeros`], as the
-/// log's default `prepare_bytes`.
-const PREPARE: u64 = 1 << 20;
-
 /// Writes `batch` records of `record_len` bytes per write, each followed by
 /// an fdatasync, for `time`.
 pub(crate) fn raw_synced_writes(
@@ -58,18 +54,20 @@ pub(crate) fn raw_synced_writes(
     let path = dir.join("raw-synced-writes");
     let file = File::create_new(&path).with_context(|| format!("creating {path:?}"))?;
     let buf = vec![0x5A; record_len * batch];
-    let zeros = vec![0u8; PREPARE as usize];
+    // Kept as far ahead as the log keeps its prepared space.
+    let prepare = Options::default().prepare_bytes;
+    let zeros = vec![0u8; prepare as usize];
     let (mut at, mut prepared) = (0u64, 0u64);
     let start = Instant::now();
     let mut writes = 0u64;
     while start.elapsed() < time {
         file.write_all_at(&buf, at).context("raw write")?;
         at += buf.len() as u64;
-        if placement == Placement::OverZeros && prepared < at + PREPARE / 2 {
+        if placement == Placement::OverZeros && prepared < at + prepare / 2 {
             let from = prepared.max(at);
             file.write_all_at(&zeros, from)
                 .context("raw write of zeros")?;
-            prepared = from + PREPARE;
+            prepared = from + prepare;
         }
         file.sync_data().context("raw fdatasync")?;
         writes += 1;

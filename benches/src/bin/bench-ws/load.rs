@@ -425,7 +425,7 @@ impl Tail {
         let per_slot: Vec<u64> = t
             .slots
             .chunks((TAIL_SLOT_US / TIMELINE_SLOT_US) as usize)
-            .map(|c| c.iter().map(|(_, _, over)| over).sum())
+            .map(|c| c.iter().map(|slot| slot.over).sum())
             .collect();
         Tail {
             slow: per_slot.iter().sum(),
@@ -448,38 +448,43 @@ pub(crate) const TIMELINE_SLOT_US: u64 = 20_000;
 pub(crate) struct Timeline {
     /// The wall-clock time (Unix, µs) the window's first slot starts at.
     pub(crate) start_unix_us: u64,
-    /// Per slot: messages scheduled in it that arrived, the slowest one's
-    /// latency (µs), and how many reached the goal ([`GOAL_P99_US`]).
-    pub(crate) slots: Vec<(u64, u64, u64)>,
-    /// Per slot, the longest part of a latency after the leader's stamp
-    /// (µs), when the messages carry one.
-    pub(crate) after_stamp: Vec<Option<u64>>,
+    pub(crate) slots: Vec<Slot>,
+}
+
+/// One slot of a [`Timeline`]: the messages scheduled in it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Slot {
+    /// How many arrived.
+    pub(crate) arrived: u64,
+    /// The slowest one's latency (µs).
+    pub(crate) max_us: u64,
+    /// How many reached the goal ([`GOAL_P99_US`]).
+    pub(crate) over: u64,
+    /// The longest part of a latency after the leader's stamp (µs), when
+    /// the messages carry one.
+    pub(crate) max_after_stamp_us: Option<u64>,
 }
 
 impl Timeline {
     /// Over the samples scheduled in `[w0, w1)`; `w0` is `start_unix_us`
     /// on the wall clock.
     fn of(samples: &[Sample], w0: u64, w1: u64, start_unix_us: u64) -> Timeline {
-        let n = w1.saturating_sub(w0).div_ceil(TIMELINE_SLOT_US) as usize;
-        let mut slots = vec![(0u64, 0u64, 0u64); n];
-        let mut after_stamp = vec![None; n];
+        let mut slots =
+            vec![Slot::default(); w1.saturating_sub(w0).div_ceil(TIMELINE_SLOT_US) as usize];
         for s in samples {
             if s.scheduled >= w0 && s.scheduled < w1 {
-                let i = ((s.scheduled - w0) / TIMELINE_SLOT_US) as usize;
                 let latency = s.latency();
-                let slot = &mut slots[i];
-                slot.0 += 1;
-                slot.1 = slot.1.max(latency);
-                slot.2 += u64::from(latency as f64 >= GOAL_P99_US);
-                if let Some(a) = s.after_stamp() {
-                    after_stamp[i] = Some(after_stamp[i].map_or(a, |m: u64| m.max(a)));
-                }
+                let slot = &mut slots[((s.scheduled - w0) / TIMELINE_SLOT_US) as usize];
+                slot.arrived += 1;
+                slot.max_us = slot.max_us.max(latency);
+                slot.over += u64::from(latency as f64 >= GOAL_P99_US);
+                // `None` sorts below any stamp.
+                slot.max_after_stamp_us = slot.max_after_stamp_us.max(s.after_stamp());
             }
         }
         Timeline {
             start_unix_us,
             slots,
-            after_stamp,
         }
     }
 }
@@ -582,10 +587,7 @@ async fn read(mut stream: SplitStream<Ws>, me: u64, recorder: Arc<Recorder>, clo
 fn marker(frame: &str) -> Option<(u64, u64)> {
     let rest = &frame[frame.find(MARKER)? + MARKER.len()..];
     let (scheduled, rest) = rest.split_once(':')?;
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    Some((scheduled.parse().ok()?, rest[..end].parse().ok()?))
+    Some((scheduled.parse().ok()?, leading_number(rest)?))
 }
 
 /// The leader's stamp of the event in `frame`: its `timestamp_ms` (Unix
@@ -593,11 +595,13 @@ fn marker(frame: &str) -> Option<(u64, u64)> {
 /// (docs/protocol.md, "event").
 fn stamp_ms(frame: &str) -> Option<u64> {
     const KEY: &str = "\"timestamp_ms\":";
-    let rest = &frame[frame.find(KEY)? + KEY.len()..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+    leading_number(&frame[frame.find(KEY)? + KEY.len()..])
+}
+
+/// The decimal number `s` starts with.
+fn leading_number(s: &str) -> Option<u64> {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    s[..end].parse().ok()
 }
 
 #[cfg(test)]

@@ -449,15 +449,19 @@ fn append_timeline(path: &Path, system: &str, rate: f64, t: &Timeline) -> Result
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     let mut out = BufWriter::new(file);
-    for (i, ((arrived, max_us, over), after)) in t.slots.iter().zip(&t.after_stamp).enumerate() {
+    for (i, slot) in t.slots.iter().enumerate() {
         let at_us = t.start_unix_us + i as u64 * TIMELINE_SLOT_US;
-        let after = after.map_or(String::new(), |a| format!("{:.2}", a as f64 / 1e3));
+        let after = slot
+            .max_after_stamp_us
+            .map_or(String::new(), |a| format!("{:.2}", a as f64 / 1e3));
         writeln!(
             out,
-            "{system}\t{rate:.0}\t{}.{:06}\t{arrived}\t{:.2}\t{over}\t{after}",
+            "{system}\t{rate:.0}\t{}.{:06}\t{}\t{:.2}\t{}\t{after}",
             at_us / 1_000_000,
             at_us % 1_000_000,
-            *max_us as f64 / 1e3
+            slot.arrived,
+            slot.max_us as f64 / 1e3,
+            slot.over
         )?;
     }
     out.flush()
