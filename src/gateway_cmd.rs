@@ -50,7 +50,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
 /// Raises the soft limit of open files to the hard limit; the soft limit
 /// now. A failure leaves the limit as it was: the gateway still runs, with
 /// fewer connections possible (it says how many below).
-fn raise_open_files() -> Option<u64> {
+pub(crate) fn raise_open_files() -> Option<u64> {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use missive_api::{Auth, Chat};
 use missive_gateway::devlogin::Minter;
+use missive_gateway::link::{DownStream, LocalNode, UpStream};
 use missive_gateway::{Gateway, Limits, MediaConfig};
 use missive_raft::{Node as Member, NodeConfig};
 use tokio::net::TcpListener;
@@ -53,12 +54,17 @@ pub struct ServeArgs {
     tls: TlsArgs,
     #[command(flatten)]
     retention: RetentionArgs,
+    /// Open WebSocket connections at most; more are refused with HTTP 503.
+    #[arg(long, default_value_t = missive_gateway::limits::MAX_CONNECTIONS)]
+    max_connections: usize,
 }
 
 /// The node id of the one-node cluster.
 const NODE_ID: u64 = 1;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Each WebSocket is a descriptor, as in `missive gateway`.
+    crate::gateway_cmd::raise_open_files();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -100,7 +106,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let grpc_tls = args.tls.grpc()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_rx_for_private = stop_rx.clone();
     let (web, ws) = if grpc_tls.is_some() {
         ("https", "wss")
     } else {
@@ -117,31 +122,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  the web app: {web}://{}/", args.http);
     println!("  a development token: missive token --user alice");
-    // With TLS, the public ChatService listener speaks only TLS under a
-    // certificate issued for the public name; the embedded gateway reaches
-    // ChatService through a plaintext listener of its own on loopback
-    // instead, which still checks every token.
-    let gateway_upstream = match &grpc_tls {
-        None => args.grpc.clone(),
-        Some(_) => {
-            let private = TcpListener::bind("127.0.0.1:0")
-                .await
-                .context("listening on loopback for the embedded gateway")?;
-            let addr = private.local_addr()?.to_string();
-            let chat = chat.clone();
-            let mut stop = stop_rx_for_private.clone();
-            tokio::spawn(async move {
-                let _ = chat
-                    .serve(private, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-            });
-            addr
-        }
+    // The embedded gateway reaches the node in this process directly, not
+    // through ChatService's listener: no HTTP/2 between them, and nothing
+    // to configure when that listener speaks only TLS.
+    let node_side = Arc::new(LocalChat(missive_api::service::Link::new(&chat)));
+    let limits = Limits {
+        max_connections: args.max_connections,
+        ..Limits::default()
     };
-    let mut gateway = Gateway::new(vec![gateway_upstream], Limits::default())
-        .context("starting the gateway")?
+    let mut gateway = Gateway::local(node_side, limits)
         .with_media(media_config(&args.data)?)
         .context("opening the media store")?;
     if let Some(minter) = dev_login(chat.auth(), &[args.grpc.as_str(), args.http.as_str()]) {
@@ -254,5 +243,16 @@ mod tests {
         let b = media_config(data.path()).expect("second start");
         assert_eq!(a.key, b.key);
         assert_eq!(a.dir, data.path().join("media"));
+    }
+}
+
+/// The node's end of the embedded gateway's link: the same `GatewayLink`
+/// code a gateway in another process reaches over gRPC.
+#[derive(Debug)]
+struct LocalChat(missive_api::service::Link);
+
+impl LocalNode for LocalChat {
+    fn open(&self, up: UpStream) -> DownStream {
+        self.0.open(up)
     }
 }

@@ -31,6 +31,7 @@ use tokio::time::{Instant, sleep, timeout};
 use crate::devlogin::{self, DevLogin, Minter};
 use crate::error::Error;
 use crate::limits::Limits;
+use crate::link::LocalNode;
 use crate::media::{self, Media, MediaConfig, MediaError};
 use crate::nodes::Nodes;
 use crate::outbox::{Stats, StatsSnapshot};
@@ -93,14 +94,26 @@ impl Gateway {
         limits: Limits,
         node_tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Gateway, Error> {
-        let nodes = Arc::new(Nodes::new(
+        let nodes = Nodes::new(
             node_addrs,
             limits.call_timeout,
             limits.node_calls_in_flight,
             node_tls,
-        )?);
+        )?;
+        Ok(Gateway::with_nodes(nodes, limits))
+    }
+
+    /// A gateway to `node`, in this process (`missive serve`): the same
+    /// gateway, its link to the node without HTTP/2 (see [`crate::link`]).
+    pub fn local(node: Arc<dyn LocalNode>, limits: Limits) -> Gateway {
+        let nodes = Nodes::local(node, limits.call_timeout, limits.node_calls_in_flight);
+        Gateway::with_nodes(nodes, limits)
+    }
+
+    fn with_nodes(nodes: Nodes, limits: Limits) -> Gateway {
+        let nodes = Arc::new(nodes);
         let (stop, _) = watch::channel(false);
-        Ok(Gateway {
+        Gateway {
             inner: Arc::new(Inner {
                 connections: Arc::new(Semaphore::new(limits.max_connections)),
                 ctx: Arc::new(Context {
@@ -114,7 +127,7 @@ impl Gateway {
                 dev_login: OnceLock::new(),
                 tls: OnceLock::new(),
             }),
-        })
+        }
     }
 
     /// Serves HTTPS and `wss://` only, with `config` (see

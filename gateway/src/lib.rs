@@ -46,7 +46,9 @@
 //!   consumer closes and node fail-overs.
 //!
 //! This crate must not depend on `missive-log`, `missive-raft` or
-//! `missive-api`: it talks to nodes over gRPC only.
+//! `missive-api`: it talks to nodes over gRPC, or to a node in its own
+//! process through [`link::LocalNode`], which the binary that holds both
+//! implements (`missive serve`).
 
 // Network code: a failure is an answer to the client, never a panic.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]

@@ -2,6 +2,12 @@
 //! gateway's users towards one node, on one bidirectional stream
 //! (docs/gateway-link.md).
 //!
+//! A node in another process is reached over gRPC (`GatewayLink/Link`); a
+//! node in the gateway's own process (`missive serve`) is handed the same
+//! request and response messages directly ([`LocalNode`]), with no HTTP/2
+//! and no encoding of the link's frames (docs/gateway-link.md, "In one
+//! process"). Everything else here is the same for both.
+//!
 //! A [`Link`] opens its stream on first use and again after it breaks.
 //! Requests are numbered; a reader task routes each answer to whoever waits
 //! for its number, and never waits itself: a subscription whose queue here
@@ -11,8 +17,11 @@
 //! status the rest of the gateway treats as "try the next node".
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use futures_util::{Stream, StreamExt};
 
 use missive_proto::v1 as pb;
 use missive_proto::v1::gateway_link_client::GatewayLinkClient;
@@ -33,12 +42,37 @@ const MAX_BATCH: usize = 512;
 /// fills only when that task cannot run.
 const SUB_QUEUE: usize = 256;
 
+/// The requests of one link, as the node reads them.
+pub type UpStream = Pin<Box<dyn Stream<Item = Result<pb::LinkUp, Status>> + Send>>;
+
+/// Everything a node sends back on one link.
+pub type DownStream = Pin<Box<dyn Stream<Item = Result<pb::LinkDown, Status>> + Send>>;
+
+/// A node in the gateway's own process. It serves a link exactly as its
+/// `GatewayLink` service serves one over gRPC, minus the transport: the
+/// gateway stays free of the node's crates, and the binary that holds
+/// both joins them.
+pub trait LocalNode: Send + Sync + std::fmt::Debug {
+    /// Serves one link: requests from `up`, answers and events on the
+    /// stream returned.
+    fn open(&self, up: UpStream) -> DownStream;
+}
+
+/// How a link's stream reaches its node.
+#[derive(Debug)]
+enum Transport {
+    Grpc {
+        channel: Channel,
+        max_message_bytes: usize,
+    },
+    Local(Arc<dyn LocalNode>),
+}
+
 /// One node's link.
 #[derive(Debug)]
 pub struct Link {
     addr: String,
-    channel: Channel,
-    max_message_bytes: usize,
+    transport: Transport,
     /// The open stream, if any. A tokio mutex: opening one awaits, and the
     /// users that arrive meanwhile wait for it rather than open their own.
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
@@ -85,11 +119,24 @@ fn broken(addr: &str) -> Status {
 }
 
 impl Link {
+    /// A link to the node at `addr`, over `channel`.
     pub fn new(addr: String, channel: Channel, max_message_bytes: usize) -> Link {
         Link {
             addr,
-            channel,
-            max_message_bytes,
+            transport: Transport::Grpc {
+                channel,
+                max_message_bytes,
+            },
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A link to `node`, in this process; `name` stands for its address in
+    /// logs and errors.
+    pub fn local(name: String, node: Arc<dyn LocalNode>) -> Link {
+        Link {
+            addr: name,
+            transport: Transport::Local(node),
             conn: tokio::sync::Mutex::new(None),
         }
     }
@@ -117,10 +164,18 @@ impl Link {
             }
             std::task::Poll::Ready(Some(pb::LinkUp { requests }))
         });
-        let mut client = GatewayLinkClient::new(self.channel.clone())
-            .max_decoding_message_size(self.max_message_bytes)
-            .max_encoding_message_size(self.max_message_bytes);
-        let down = client.link(requests).await?.into_inner();
+        let down: DownStream = match &self.transport {
+            Transport::Grpc {
+                channel,
+                max_message_bytes,
+            } => {
+                let mut client = GatewayLinkClient::new(channel.clone())
+                    .max_decoding_message_size(*max_message_bytes)
+                    .max_encoding_message_size(*max_message_bytes);
+                Box::pin(client.link(requests).await?.into_inner())
+            }
+            Transport::Local(node) => node.open(Box::pin(requests.map(Ok))),
+        };
         let conn = Arc::new(Conn {
             addr: self.addr.clone(),
             up,
@@ -285,12 +340,12 @@ impl Drop for Subscription {
 
 /// Routes the node's answers until the stream ends, then fails everything
 /// still waiting on it.
-async fn read(conn: Arc<Conn>, mut down: tonic::Streaming<pb::LinkDown>) {
+async fn read(conn: Arc<Conn>, mut down: DownStream) {
     let ended = loop {
-        let batch = match down.message().await {
-            Ok(Some(b)) => b,
-            Ok(None) => break broken(&conn.addr),
-            Err(s) => break s,
+        let batch = match down.next().await {
+            Some(Ok(b)) => b,
+            None => break broken(&conn.addr),
+            Some(Err(s)) => break s,
         };
         let mut lagging = Vec::new();
         {

@@ -26,6 +26,7 @@
 //! watermarks and membership changes by their nature. Creating a group is
 //! the exception (its id is random), so it is never retried.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -37,7 +38,10 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::error::Error;
-use crate::link::{Link, Subscription};
+use crate::link::{Link, LocalNode, Subscription};
+
+/// How the node in the gateway's own process is named in logs and errors.
+pub const LOCAL_NODE: &str = "local";
 
 /// Largest gRPC message the gateway accepts from a node: ChatService's own
 /// bound (a history page of 200 messages of up to 1 MiB is cut well below it).
@@ -106,7 +110,6 @@ impl Nodes {
         max_in_flight: usize,
         tls: Option<ClientTlsConfig>,
     ) -> Result<Nodes, Error> {
-        let max_in_flight = max_in_flight.max(1);
         if addrs.is_empty() {
             return Err(Error::NoNodes);
         }
@@ -140,13 +143,32 @@ impl Nodes {
             );
             channels.push((a, link));
         }
-        Ok(Nodes {
+        Ok(Nodes::with_links(channels, call_timeout, max_in_flight))
+    }
+
+    /// The one node `node`, in this process; it is named [`LOCAL_NODE`].
+    pub fn local(node: Arc<dyn LocalNode>, call_timeout: Duration, max_in_flight: usize) -> Nodes {
+        let link = Link::local(LOCAL_NODE.to_owned(), node);
+        Nodes::with_links(
+            vec![(LOCAL_NODE.to_owned(), link)],
+            call_timeout,
+            max_in_flight,
+        )
+    }
+
+    fn with_links(
+        channels: Vec<(String, Link)>,
+        call_timeout: Duration,
+        max_in_flight: usize,
+    ) -> Nodes {
+        let max_in_flight = max_in_flight.max(1);
+        Nodes {
             channels,
             preferred: AtomicUsize::new(0),
             call_timeout,
             in_flight: Semaphore::new(max_in_flight),
             max_in_flight,
-        })
+        }
     }
 
     /// How many nodes there are.

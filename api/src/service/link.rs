@@ -41,6 +41,7 @@ use tracing::Instrument;
 use super::Service;
 use super::subscribe::{self, EventStream};
 use crate::auth::{Auth, Caller};
+use crate::chat::Chat;
 
 /// Calls of one link running at once.
 pub const MAX_CALLS: usize = 4096;
@@ -62,8 +63,14 @@ pub struct Link {
 }
 
 impl Link {
-    pub(super) fn new(svc: Service, auth: Auth) -> Link {
-        Link { svc, auth }
+    /// `chat`'s side of a gateway's links: served over gRPC by
+    /// `GatewayLink`, or to a gateway in the same process by
+    /// [`Link::open`].
+    pub fn new(chat: &Chat) -> Link {
+        Link {
+            svc: Service { chat: chat.clone() },
+            auth: chat.auth().clone(),
+        }
     }
 }
 
@@ -78,7 +85,21 @@ impl GatewayLink for Link {
         &self,
         req: Request<Streaming<pb::LinkUp>>,
     ) -> Result<Response<DownStream>, Status> {
-        let up = req.into_inner();
+        Ok(Response::new(self.open(req.into_inner())))
+    }
+}
+
+impl Link {
+    /// Serves one link: the gateway's requests come from `up`, everything
+    /// for it leaves by the returned stream. Over gRPC, `up` is the
+    /// request stream of `GatewayLink/Link`; a gateway in the same process
+    /// (`missive serve`) hands its requests over directly, with no HTTP/2
+    /// and no encoding of the link's own frames. Both run the same code
+    /// from here on.
+    pub fn open<S>(&self, up: S) -> DownStream
+    where
+        S: Stream<Item = Result<pb::LinkUp, Status>> + Send + Unpin + 'static,
+    {
         // Capacity for every call that can run: a call's task never waits
         // to hand its answer over while holding its turn.
         let (answers_tx, answers) = mpsc::channel(MAX_CALLS);
@@ -95,7 +116,7 @@ impl GatewayLink for Link {
                 cancels: cancels_tx,
             },
         ));
-        Ok(Response::new(Box::pin(Down {
+        Box::pin(Down {
             answers,
             opened,
             cancels,
@@ -104,7 +125,7 @@ impl GatewayLink for Link {
             cancelled: HashSet::new(),
             reader_done: false,
             stopping: Box::pin(chat.stopping()),
-        })))
+        })
     }
 }
 
@@ -129,7 +150,7 @@ fn status(id: u64, s: &Status) -> pb::LinkResponse {
 /// stops.
 async fn read(
     link: Link,
-    mut up: Streaming<pb::LinkUp>,
+    mut up: impl Stream<Item = Result<pb::LinkUp, Status>> + Unpin,
     stopping: impl Future<Output = ()>,
     to: Senders,
 ) {
@@ -138,10 +159,10 @@ async fn read(
     tokio::pin!(stopping);
     loop {
         let batch = tokio::select! {
-            m = up.message() => match m {
-                Ok(Some(b)) => b,
-                Ok(None) => return,
-                Err(s) => {
+            m = up.next() => match m {
+                Some(Ok(b)) => b,
+                None => return,
+                Some(Err(s)) => {
                     tracing::debug!(status = %s, "gateway link closed");
                     return;
                 }

@@ -126,12 +126,9 @@ pub fn router(
         Admin { chat: chat.clone() },
         move |r| secret.check(r),
     );
-    let link = missive_proto::v1::gateway_link_server::GatewayLinkServer::new(Link::new(
-        Service { chat: chat.clone() },
-        chat.auth().clone(),
-    ))
-    .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+    let link = missive_proto::v1::gateway_link_server::GatewayLinkServer::new(Link::new(&chat))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
     Ok(router
         .add_service(service)
         .add_service(link)

@@ -59,7 +59,17 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_exchange_messages_with_receipts_and_typing() {
-    let env = Env::start().await;
+    exchange_with_receipts_and_typing(Env::start().await).await;
+}
+
+/// The same through a gateway that reaches its node in-process, as `missive
+/// serve` runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_exchange_messages_through_an_in_process_link() {
+    exchange_with_receipts_and_typing(Env::local(Limits::default()).await).await;
+}
+
+async fn exchange_with_receipts_and_typing(env: Env) {
     let mut alice = env.login("alice").await;
     let mut bob = env.login("bob").await;
     bob.subscribe("").await;
@@ -158,7 +168,15 @@ async fn two_users_exchange_messages_with_receipts_and_typing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_a_dropped_connection_gets_exactly_the_missed_events() {
-    let env = Env::start().await;
+    resume_gets_exactly_the_missed_events(Env::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_through_an_in_process_link_gets_exactly_the_missed_events() {
+    resume_gets_exactly_the_missed_events(Env::local(Limits::default()).await).await;
+}
+
+async fn resume_gets_exactly_the_missed_events(env: Env) {
     let mut alice = env.login("alice").await;
     let mut bob = env.login("bob").await;
     bob.subscribe("").await;

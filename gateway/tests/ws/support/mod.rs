@@ -4,8 +4,10 @@
 //! 127.0.0.1:0 listener, and WebSocket clients (tokio-tungstenite) that
 //! speak protocol v1 to it.
 //!
-//! The gateway reaches the node only over gRPC, as in production; the test
-//! holds the node directly only to mint tokens with its key.
+//! The gateway reaches the node over gRPC, as a gateway process does; the
+//! test holds the node directly only to mint tokens with its key. An
+//! [`Env::local`] gateway reaches its node in-process instead, as `missive
+//! serve`'s embedded gateway does, through the same `GatewayLink` code.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use missive_api::Chat;
 use missive_api::auth::Auth;
+use missive_gateway::link::{DownStream, LocalNode, UpStream};
 use missive_gateway::{Gateway, Limits};
 use missive_raft::{ClusterSecret, Node as Member, NodeConfig, NodeId};
 use serde_json::{Value, json};
@@ -154,6 +157,17 @@ impl Env {
         Env::build(n, limits, |gw, _, _| gw).await
     }
 
+    /// One node and a gateway in the same process that reaches it without
+    /// gRPC ([`Gateway::local`]), as `missive serve` runs them.
+    pub async fn local(limits: Limits) -> Env {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let nodes = vec![Node::start(1, &dir.path().join("1")).await];
+        initialize(&nodes).await;
+        let node = Arc::new(InProcess(missive_api::service::Link::new(&nodes[0].chat)));
+        let gateway = Gateway::local(node, limits);
+        Env::serve(nodes, gateway, dir).await
+    }
+
     /// `n` nodes and a gateway that `configure` finishes (media, development
     /// login), given the test's directory and the first node's chat.
     pub async fn build(
@@ -170,6 +184,11 @@ impl Env {
         let addrs = nodes.iter().map(|n| n.addr.to_string()).collect();
         let gateway = Gateway::new(addrs, limits).expect("a gateway");
         let gateway = configure(gateway, dir.path(), &nodes[0].chat);
+        Env::serve(nodes, gateway, dir).await
+    }
+
+    /// Serves `gateway` on a listener of its own.
+    async fn serve(nodes: Vec<Node>, gateway: Gateway, dir: tempfile::TempDir) -> Env {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -227,6 +246,16 @@ impl Env {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+}
+
+/// The node's end of an in-process link, as the binary joins them.
+#[derive(Debug)]
+struct InProcess(missive_api::service::Link);
+
+impl LocalNode for InProcess {
+    fn open(&self, up: UpStream) -> DownStream {
+        self.0.open(up)
     }
 }
 
