@@ -30,8 +30,10 @@ fn user_id(u: usize) -> String {
 }
 
 /// `users` missive users on `gateway`, subscribed, pair `k` (users `2k`,
-/// `2k + 1`) in a direct conversation; also the conversations' ids.
+/// `2k + 1`) in a direct conversation; also the conversations' ids. The
+/// fleet is called `name`.
 pub(crate) async fn missive(
+    name: &'static str,
     gateway: SocketAddr,
     auth: &Auth,
     users: usize,
@@ -94,10 +96,7 @@ pub(crate) async fn missive(
         all.push(even);
         all.push(odd);
     }
-    Ok((
-        Fleet::new("missive", all, &conversations, clock),
-        conversations,
-    ))
+    Ok((Fleet::new(name, all, &conversations, clock), conversations))
 }
 
 /// `users` connections to the relay at `relay`, connection `u` named `u`
@@ -115,7 +114,7 @@ pub(crate) async fn relay(
     })
     .await
     .context("connecting relay users")?;
-    Ok(Fleet::new("bare relay", conns, conversations, clock))
+    Ok(Fleet::new(crate::RELAY, conns, conversations, clock))
 }
 
 /// Runs `f(0..n)` with at most [`SETTING_UP`] at once; the results in order,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use futures_util::StreamExt;
 use missive_api::Auth;
 use tokio::sync::{Mutex, Semaphore, watch};
@@ -118,7 +118,9 @@ enum Step {
 /// Opens `n` connections to `missive`'s gateway, reads its memory, has
 /// every connection subscribe, reads it again, then closes them all.
 pub(crate) async fn run(missive: &mut Missive, auth: &Auth, n: usize) -> Result<IdleRun> {
-    let pid = missive.gateway_pid();
+    let pid = missive
+        .gateway_pid()
+        .context("the idle phase reads a gateway process's memory")?;
     let mut run = IdleRun {
         target: n,
         rss_before_kib: rss_kib(pid)?,

@@ -12,10 +12,13 @@
 //!
 //! - **Processes**: `missive serve` (one chat node, ChatService on
 //!   loopback, tokens checked with an HS256 secret of the benchmark's,
-//!   which mints them in-process) and a separate `missive gateway` in front
-//!   of it, both the workspace's release binary (built first unless
-//!   `--missive` names one). The gateway's resident memory is its VmRSS in
-//!   /proc. Each phase gets fresh processes and data.
+//!   which mints them in-process), the workspace's release binary (built
+//!   first unless `--missive` names one), in two layouts: with its own
+//!   gateway, in its process (**missive serve**, the default deployment;
+//!   the latency goal is judged on it), and behind a separate `missive
+//!   gateway` process reaching it over gRPC (**node+gateway**; the idle
+//!   phase uses this one, so that the gateway's resident memory, VmRSS in
+//!   /proc, is its own). Each phase gets fresh processes and data.
 //! - **Idle**: N WebSockets (100,000; `--quick` 5,000; at most the
 //!   open-file limit less 1,000, which without `CAP_SYS_RESOURCE` stays at
 //!   its hard limit) to the one gateway,
@@ -44,8 +47,8 @@
 //!   an axum WebSocket server (this executable, run as a child process)
 //!   that forwards each text frame
 //!   to the partner's connection — the loopback limit of the same stack.
-//!   The systems run one after the other (missive first), each with its
-//!   own fleet of users: without `CAP_SYS_RESOURCE` the open-file hard
+//!   The systems run one after the other (missive serve, node+gateway,
+//!   the relay), each with its own fleet of users: without `CAP_SYS_RESOURCE` the open-file hard
 //!   limit (20,000 on the machine this was written on) holds one fleet of
 //!   10,000 clients at a time, not two.
 //!
@@ -100,7 +103,12 @@ mod servers;
 use crate::load::{Clock, Fleet, SENDERS, StepRun, TAIL_SLOT_US, TIMELINE_SLOT_US, Timeline};
 use crate::relay::Relay;
 use crate::report::{Delivery, GOAL_P99_US, Report};
-use crate::servers::Missive;
+use crate::servers::{Layout, Missive};
+
+/// The systems measured, by the names their figures carry.
+pub(crate) const SERVE: &str = "missive serve";
+pub(crate) const SPLIT: &str = "node+gateway";
+pub(crate) const RELAY: &str = "bare relay";
 
 const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY] [--timeline FILE]";
 
@@ -284,37 +292,57 @@ fn main() -> Result<()> {
         &dir.path().join("idle"),
         JWT_SECRET,
         plan.idle + 100,
+        Layout::Separate,
     )?;
     let idle = rt.block_on(idle::run(&mut missive, &auth, plan.idle))?;
     missive.stop()?;
 
-    let mut missive = Missive::start(
-        &binary,
-        &dir.path().join("delivery"),
-        JWT_SECRET,
-        plan.users + 100,
-    )?;
-    let relay = Relay::start()?;
     let clock = Clock::new();
+    let timeline = args.timeline.as_deref();
     // One system at a time: the open-file limit may hold only one fleet.
-    let (missive_report, relay_report) = rt.block_on(async {
-        let (m, conversations) = fleets::missive(missive.gateway, &auth, plan.users, clock).await?;
-        let pids = [missive.node_pid(), missive.gateway_pid()];
-        let timeline = args.timeline.as_deref();
-        let md = deliver(m, plan, &mut missive, pids, timeline).await?;
+    let mut deliveries = Vec::new();
+    let mut conversations = Vec::new();
+    for (name, layout, sub) in [
+        (SERVE, Layout::Embedded, "delivery"),
+        (SPLIT, Layout::Separate, "delivery-gateway"),
+    ] {
+        let mut missive = Missive::start(
+            &binary,
+            &dir.path().join(sub),
+            JWT_SECRET,
+            plan.users + 100,
+            layout,
+        )?;
+        let d = rt.block_on(async {
+            let (fleet, convs) =
+                fleets::missive(name, missive.gateway, &auth, plan.users, clock).await?;
+            conversations = convs;
+            let pids = [
+                missive.node_pid(),
+                missive.gateway_pid().unwrap_or(u32::MAX),
+            ];
+            deliver(fleet, plan, Some(&mut missive), pids, timeline).await
+        })?;
+        missive.stop()?;
+        deliveries.push(d);
+    }
+    let relay = Relay::start()?;
+    let relay_report = rt.block_on(async {
         let r = fleets::relay(relay.addr, plan.users, &conversations, clock).await?;
         // The relay's CPU in the gateway's column; it has no node.
-        let rd = deliver(r, plan, &mut missive, [u32::MAX, relay.pid()], timeline).await?;
-        Ok::<_, anyhow::Error>((md, rd))
+        deliver(r, plan, None, [u32::MAX, relay.pid()], timeline).await
     })?;
     drop(relay);
-    missive.stop()?;
+    let [serve, split]: [Delivery; 2] = deliveries
+        .try_into()
+        .map_err(|_| anyhow!("one delivery per layout"))?;
 
     let report = Report {
         plan,
         open_files,
         idle,
-        missive: missive_report,
+        missive: serve,
+        split,
         relay: relay_report,
     };
     let runtime = started.elapsed();
@@ -327,11 +355,11 @@ fn main() -> Result<()> {
 /// goal rate. The step-up goes first so that it climbs from a system that
 /// has had no more load than it could take; a step past that is followed
 /// by a pause until the backlog is delivered (see [`Fleet::step`]). Fails if
-/// the missive processes exit meanwhile.
+/// the missive processes, when `fleet` is theirs, exit meanwhile.
 async fn deliver(
     mut fleet: Fleet,
     plan: Plan,
-    missive: &mut Missive,
+    mut missive: Option<&mut Missive>,
     pids: [u32; 2],
     timeline: Option<&Path>,
 ) -> Result<Delivery> {
@@ -341,7 +369,7 @@ async fn deliver(
         let s = step(&mut fleet, rate, plan, pids, timeline).await?;
         let sustained = s.sustained();
         d.steps.push(s);
-        missive.check_alive()?;
+        alive(&mut missive)?;
         if !sustained {
             break;
         }
@@ -349,27 +377,24 @@ async fn deliver(
     for _ in 0..plan.repeats {
         d.at_goal
             .push(step(&mut fleet, GOAL_RATE, plan, pids, timeline).await?);
-        missive.check_alive()?;
+        alive(&mut missive)?;
     }
     let soak = Plan {
         window: plan.soak,
         ..plan
     };
-    // Only the node has durable commits to count (the relay's pid slot
-    // holds no node).
-    let node = pids[0] != u32::MAX;
-    let before = if node {
-        Some(missive.durable_commits()?)
-    } else {
-        None
-    };
+    // Only a node has durable commits to count.
+    let before = missive
+        .as_deref()
+        .map(Missive::durable_commits)
+        .transpose()?;
     d.soak = Some(step(&mut fleet, GOAL_RATE, soak, pids, timeline).await?);
-    missive.check_alive()?;
-    if let Some(before) = before {
-        let after = missive.durable_commits()?;
+    alive(&mut missive)?;
+    if let (Some(before), Some(m)) = (before, missive.as_deref()) {
+        let after = m.durable_commits()?;
         let (n, secs) = (after.0 - before.0, after.1 - before.1);
         eprintln!(
-            "{:<10} durable commits of the projection stores during the {}-s run: {n:.0}, {:.1} ms each on average",
+            "{:<13} durable commits of the projection stores during the {}-s run: {n:.0}, {:.1} ms each on average",
             fleet.name,
             plan.soak.as_secs(),
             if n > 0.0 { secs / n * 1e3 } else { 0.0 }
@@ -377,6 +402,11 @@ async fn deliver(
         d.durable_commits = Some((n, secs));
     }
     Ok(d)
+}
+
+/// Fails if `missive`'s processes have exited; the relay has none.
+fn alive(missive: &mut Option<&mut Missive>) -> Result<()> {
+    missive.as_deref_mut().map_or(Ok(()), Missive::check_alive)
 }
 
 /// One step of `fleet` at `rate`, reported on stderr, and its window slot
@@ -395,7 +425,7 @@ async fn step(
         append_timeline(path, fleet.name, rate, &s.timeline)?;
     }
     eprintln!(
-        "{:<10} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
+        "{:<13} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
          lost {} ({} late), errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
          bench {:.2}; machine busy {:.0} % (steal {:.0} %); {} at or over {:.0} ms, in {} of {} \
          {}-ms slots (at most {} in one){}{}",

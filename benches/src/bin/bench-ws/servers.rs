@@ -1,8 +1,10 @@
-//! The missive side: a `missive serve` process (one chat node, ChatService
-//! on loopback) and a separate `missive gateway` process in front of it, so
-//! the gateway's memory is its own and can be read from /proc.
+//! The missive side, in one of two layouts ([`Layout`]): `missive serve`
+//! alone (one chat node and its gateway in one process, the default
+//! deployment), or `missive serve` with a separate `missive gateway`
+//! process in front of it, whose memory is its own and can be read from
+//! /proc.
 //!
-//! The processes are owned by [`Missive`]: dropping it kills both, so no
+//! The processes are owned by [`Missive`]: dropping it kills them, so no
 //! path out of the benchmark leaves one behind.
 
 use std::fs::{self, File};
@@ -31,20 +33,30 @@ struct Process {
     child: Child,
 }
 
+/// Where the clients' gateway runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// In the node's process: `missive serve`'s own gateway.
+    Embedded,
+    /// A `missive gateway` process of its own, reaching the node over gRPC.
+    Separate,
+}
+
 /// A running node and gateway.
 #[derive(Debug)]
 pub(crate) struct Missive {
     /// The gateway's WebSocket address (`/ws`).
     pub(crate) gateway: SocketAddr,
-    /// The node's own HTTP listener (`/metrics`).
+    /// The node's own HTTP listener (`/metrics`; with [`Layout::Embedded`]
+    /// also the gateway).
     http: SocketAddr,
     node: Process,
-    gateway_process: Process,
+    gateway_process: Option<Process>,
 }
 
 impl Missive {
     /// Starts `missive serve` in `dir` (tokens signed with `jwt_secret`)
-    /// and `missive gateway` in front of it, allowing `max_connections`
+    /// with its gateway laid out as `layout`, allowing `max_connections`
     /// WebSockets; returns once the gateway's `/healthz` says a node
     /// answers.
     pub(crate) fn start(
@@ -52,6 +64,7 @@ impl Missive {
         dir: &Path,
         jwt_secret: &str,
         max_connections: usize,
+        layout: Layout,
     ) -> Result<Missive> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let grpc = format!("127.0.0.1:{}", free_port()?);
@@ -67,19 +80,26 @@ impl Missive {
                 .args(["--grpc", &grpc])
                 .args(["--http", &http.to_string()])
                 .args(["--internal", &format!("127.0.0.1:{}", free_port()?)])
+                .args(["--max-connections", &max_connections.to_string()])
                 .env(JWT_SECRET_ENV, jwt_secret),
         )?;
-        let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let gateway_process = spawn(
-            "missive gateway",
-            binary,
-            &dir.join("gateway.log"),
-            Command::new(binary)
-                .arg("gateway")
-                .args(["--node", &grpc])
-                .args(["--listen", &gateway.to_string()])
-                .args(["--max-connections", &max_connections.to_string()]),
-        )?;
+        let (gateway, gateway_process) = match layout {
+            Layout::Embedded => (http, None),
+            Layout::Separate => {
+                let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+                let process = spawn(
+                    "missive gateway",
+                    binary,
+                    &dir.join("gateway.log"),
+                    Command::new(binary)
+                        .arg("gateway")
+                        .args(["--node", &grpc])
+                        .args(["--listen", &gateway.to_string()])
+                        .args(["--max-connections", &max_connections.to_string()]),
+                )?;
+                (gateway, Some(process))
+            }
+        };
         let mut missive = Missive {
             gateway,
             http,
@@ -108,9 +128,16 @@ impl Missive {
         ))
     }
 
-    /// The gateway process's id.
-    pub(crate) fn gateway_pid(&self) -> u32 {
-        self.gateway_process.child.id()
+    /// The gateway process's id, if it has one of its own.
+    pub(crate) fn gateway_pid(&self) -> Option<u32> {
+        self.gateway_process.as_ref().map(|p| p.child.id())
+    }
+
+    /// Every process, the gateway's first.
+    fn processes(&mut self) -> impl Iterator<Item = &mut Process> {
+        self.gateway_process
+            .iter_mut()
+            .chain(std::iter::once(&mut self.node))
     }
 
     /// The node process's id.
@@ -132,9 +159,9 @@ impl Missive {
         }
     }
 
-    /// Fails if either process has exited.
+    /// Fails if any of the processes has exited.
     pub(crate) fn check_alive(&mut self) -> Result<()> {
-        for p in [&mut self.node, &mut self.gateway_process] {
+        for p in self.processes() {
             if let Some(status) = p.child.try_wait().context("waiting for a process")? {
                 bail!(
                     "{} exited ({status}); its output is in {}",
@@ -146,10 +173,10 @@ impl Missive {
         Ok(())
     }
 
-    /// Stops the gateway, then the node: SIGTERM, then SIGKILL after
+    /// Stops the gateway, if separate, then the node: SIGTERM, then SIGKILL after
     /// [`STOP_TIMEOUT`].
     pub(crate) fn stop(mut self) -> Result<()> {
-        for p in [&mut self.gateway_process, &mut self.node] {
+        for p in self.processes() {
             // `kill` the command: std has no way to send SIGTERM, and a
             // process that does not take it is killed below anyway.
             let _ = Command::new("kill")
@@ -177,7 +204,7 @@ impl Missive {
 
 impl Drop for Missive {
     fn drop(&mut self) {
-        for p in [&mut self.gateway_process, &mut self.node] {
+        for p in self.processes() {
             // Already exited after `stop`; then both calls are harmless.
             let _ = p.child.kill();
             let _ = p.child.wait();
