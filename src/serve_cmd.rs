@@ -24,6 +24,7 @@ use missive_gateway::link::{DownStream, LocalNode, UpStream};
 use missive_gateway::{Gateway, Limits, MediaConfig};
 use missive_raft::{Node as Member, NodeConfig};
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 
 use crate::jwt_arg::{self, JwtArgs};
 use crate::retention_arg::RetentionArgs;
@@ -69,10 +70,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(serve(args))
+    // The gateway's tasks — a few per WebSocket — run on a runtime of
+    // their own, as they would in a `missive gateway` process: on the
+    // node's, thousands of them would queue ahead of every task of the
+    // node's link, calls and subscriptions (docs/gateway-link.md, "In one
+    // process").
+    let gateway_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("missive-gateway")
+        .enable_all()
+        .build()
+        .context("starting the gateway's runtime")?;
+    let code = rt.block_on(serve(args, gateway_rt.handle().clone()));
+    gateway_rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+async fn serve(args: ServeArgs, gateway_rt: Handle) -> anyhow::Result<ExitCode> {
     let auth = jwt_arg::resolve(&args.jwt, &[args.grpc.as_str(), args.http.as_str()])?;
     let secret = secret_arg::resolve(None, &[args.internal.as_str()])?;
     let internal = TcpListener::bind(&args.internal)
@@ -125,7 +138,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The embedded gateway reaches the node in this process directly, not
     // through ChatService's listener: no HTTP/2 between them, and nothing
     // to configure when that listener speaks only TLS.
-    let node_side = Arc::new(LocalChat(missive_api::service::Link::new(&chat)));
+    let node_side = Arc::new(LocalChat {
+        link: missive_api::service::Link::new(&chat),
+        runtime: Handle::current(),
+    });
     let limits = Limits {
         max_connections: args.max_connections,
         ..Limits::default()
@@ -155,10 +171,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let gateway_task = tokio::spawn({
+    let gateway_task = gateway_rt.spawn({
         let gateway = gateway.clone();
         let stop = stopped(stop_rx.clone());
-        async move { gateway.serve(http, stop).await }
+        // Registered again with the gateway's runtime, whose workers then
+        // wait on it.
+        let http = http.into_std().context("moving the gateway's listener")?;
+        async move {
+            let http = TcpListener::from_std(http)?;
+            gateway.serve(http, stop).await
+        }
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::spawn(async move {
@@ -249,10 +271,16 @@ mod tests {
 /// The node's end of the embedded gateway's link: the same `GatewayLink`
 /// code a gateway in another process reaches over gRPC.
 #[derive(Debug)]
-struct LocalChat(missive_api::service::Link);
+struct LocalChat {
+    link: missive_api::service::Link,
+    /// The node's runtime: the link's reader and its calls run there, not
+    /// on the gateway's runtime that opens the link.
+    runtime: Handle,
+}
 
 impl LocalNode for LocalChat {
     fn open(&self, up: UpStream) -> DownStream {
-        self.0.open(up)
+        let _node = self.runtime.enter();
+        self.link.open(up)
     }
 }

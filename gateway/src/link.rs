@@ -183,7 +183,24 @@ impl Link {
             next_id: AtomicU64::new(1),
             broken: AtomicBool::new(false),
         });
-        tokio::spawn(read(conn.clone(), down));
+        match self.transport {
+            Transport::Grpc { .. } => {
+                tokio::spawn(read(conn.clone(), down));
+            }
+            // In one process the reader also drives the node's side of the
+            // link: each poll of `down` gathers the node's answers and
+            // events from its queues, and every such receive spends the
+            // task's cooperative budget (128 a turn), after which tokio
+            // sends the task to the back of a run queue it shares with
+            // every WebSocket of the gateway. Everyone's events would then
+            // move 128 at a time per turn of the whole queue. Unbudgeted,
+            // the reader takes what is ready and yields when nothing is:
+            // routing never waits (see `route`), so it cannot hold a worker
+            // for longer than the node keeps it supplied.
+            Transport::Local(_) => {
+                tokio::spawn(tokio::task::unconstrained(read(conn.clone(), down)));
+            }
+        }
         *slot = Some(conn.clone());
         Ok(conn)
     }
