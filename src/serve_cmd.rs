@@ -24,7 +24,6 @@ use missive_gateway::link::{DownStream, LocalNode, UpStream};
 use missive_gateway::{Gateway, Limits, MediaConfig};
 use missive_raft::{Node as Member, NodeConfig};
 use tokio::net::TcpListener;
-use tokio::runtime::Handle;
 
 use crate::jwt_arg::{self, JwtArgs};
 use crate::retention_arg::RetentionArgs;
@@ -66,26 +65,22 @@ const NODE_ID: u64 = 1;
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Each WebSocket is a descriptor, as in `missive gateway`.
     crate::gateway_cmd::raise_open_files();
+    // The process holds a node and a gateway, each with tasks that a
+    // `missive gateway` or `missive node` would run on a runtime of its
+    // own, on cores it shares with the node's Raft, log and apply threads.
+    // Twice as many workers as cores: a worker the kernel has set aside
+    // for one of those threads no longer holds up every task queued
+    // behind it (docs/gateway-link.md, "In one process").
+    let workers = std::thread::available_parallelism().map_or(2, |n| 2 * n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    // The gateway's tasks — a few per WebSocket — run on a runtime of
-    // their own, as they would in a `missive gateway` process: on the
-    // node's, thousands of them would queue ahead of every task of the
-    // node's link, calls and subscriptions (docs/gateway-link.md, "In one
-    // process").
-    let gateway_rt = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("missive-gateway")
-        .enable_all()
-        .build()
-        .context("starting the gateway's runtime")?;
-    let code = rt.block_on(serve(args, gateway_rt.handle().clone()));
-    gateway_rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    code
+    rt.block_on(serve(args))
 }
 
-async fn serve(args: ServeArgs, gateway_rt: Handle) -> anyhow::Result<ExitCode> {
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let auth = jwt_arg::resolve(&args.jwt, &[args.grpc.as_str(), args.http.as_str()])?;
     let secret = secret_arg::resolve(None, &[args.internal.as_str()])?;
     let internal = TcpListener::bind(&args.internal)
@@ -138,10 +133,7 @@ async fn serve(args: ServeArgs, gateway_rt: Handle) -> anyhow::Result<ExitCode> 
     // The embedded gateway reaches the node in this process directly, not
     // through ChatService's listener: no HTTP/2 between them, and nothing
     // to configure when that listener speaks only TLS.
-    let node_side = Arc::new(LocalChat {
-        link: missive_api::service::Link::new(&chat),
-        runtime: Handle::current(),
-    });
+    let node_side = Arc::new(LocalChat(missive_api::service::Link::new(&chat)));
     let limits = Limits {
         max_connections: args.max_connections,
         ..Limits::default()
@@ -171,16 +163,10 @@ async fn serve(args: ServeArgs, gateway_rt: Handle) -> anyhow::Result<ExitCode> 
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let gateway_task = gateway_rt.spawn({
+    let gateway_task = tokio::spawn({
         let gateway = gateway.clone();
         let stop = stopped(stop_rx.clone());
-        // Registered again with the gateway's runtime, whose workers then
-        // wait on it.
-        let http = http.into_std().context("moving the gateway's listener")?;
-        async move {
-            let http = TcpListener::from_std(http)?;
-            gateway.serve(http, stop).await
-        }
+        async move { gateway.serve(http, stop).await }
     });
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::spawn(async move {
@@ -271,16 +257,10 @@ mod tests {
 /// The node's end of the embedded gateway's link: the same `GatewayLink`
 /// code a gateway in another process reaches over gRPC.
 #[derive(Debug)]
-struct LocalChat {
-    link: missive_api::service::Link,
-    /// The node's runtime: the link's reader and its calls run there, not
-    /// on the gateway's runtime that opens the link.
-    runtime: Handle,
-}
+struct LocalChat(missive_api::service::Link);
 
 impl LocalNode for LocalChat {
     fn open(&self, up: UpStream) -> DownStream {
-        let _node = self.runtime.enter();
-        self.link.open(up)
+        self.0.open(up)
     }
 }
