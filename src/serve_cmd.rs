@@ -66,11 +66,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Each WebSocket is a descriptor, as in `missive gateway`.
     crate::gateway_cmd::raise_open_files();
     // The process holds a node and a gateway, each with tasks that a
-    // `missive gateway` or `missive node` would run on a runtime of its
+    // `missive node` or `missive gateway` would run on a runtime of its
     // own, on cores it shares with the node's Raft, log and apply threads.
-    // Twice as many workers as cores: a worker the kernel has set aside
-    // for one of those threads no longer holds up every task queued
-    // behind it (docs/gateway-link.md, "In one process").
+    // With one worker per core they held each other up under load; two
+    // per core, one queue for both, did not (docs/gateway-link.md, "In one
+    // process").
     let workers = std::thread::available_parallelism().map_or(2, |n| 2 * n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
