@@ -548,3 +548,27 @@ async fn a_node_failure_is_invisible_to_subscribers_no_gap_no_duplicate() {
     sent.dedup();
     assert_eq!(got, sent, "every message once, in order");
 }
+
+/// A gateway whose in-process node stops answers its clients at once: a
+/// call is refused as `unavailable` (what clients retry elsewhere), and
+/// nothing waits on a link that will never answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_node_that_stops_leaves_no_call_waiting() {
+    let mut env = Env::local(Limits::default()).await;
+    let mut alice = env.login("alice").await;
+    let conv = direct(&mut alice, "bob").await;
+    send(&mut alice, &conv, "m-1", "before").await;
+
+    env.nodes[0].stop().await;
+    let r = timeout(
+        WAIT,
+        alice.call(
+            "send",
+            json!({ "conversation_id": conv, "client_msg_id": "m-2", "content": { "text": "after" } }),
+        ),
+    )
+    .await
+    .expect("an answer, not a wait");
+    assert_eq!(r["type"], "error", "{r}");
+    assert_eq!(r["code"], "unavailable", "{r}");
+}
