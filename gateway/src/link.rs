@@ -164,18 +164,6 @@ impl Link {
             }
             std::task::Poll::Ready(Some(pb::LinkUp { requests }))
         });
-        let down: DownStream = match &self.transport {
-            Transport::Grpc {
-                channel,
-                max_message_bytes,
-            } => {
-                let mut client = GatewayLinkClient::new(channel.clone())
-                    .max_decoding_message_size(*max_message_bytes)
-                    .max_encoding_message_size(*max_message_bytes);
-                Box::pin(client.link(requests).await?.into_inner())
-            }
-            Transport::Local(node) => node.open(Box::pin(requests.map(Ok))),
-        };
         let conn = Arc::new(Conn {
             addr: self.addr.clone(),
             up,
@@ -183,9 +171,16 @@ impl Link {
             next_id: AtomicU64::new(1),
             broken: AtomicBool::new(false),
         });
-        match self.transport {
-            Transport::Grpc { .. } => {
-                tokio::spawn(read(conn.clone(), down));
+        match &self.transport {
+            Transport::Grpc {
+                channel,
+                max_message_bytes,
+            } => {
+                let mut client = GatewayLinkClient::new(channel.clone())
+                    .max_decoding_message_size(*max_message_bytes)
+                    .max_encoding_message_size(*max_message_bytes);
+                let down = client.link(requests).await?.into_inner();
+                tokio::spawn(read(conn.clone(), Box::pin(down)));
             }
             // In one process the reader also drives the node's side of the
             // link: each poll of `down` gathers the node's answers and
@@ -197,7 +192,8 @@ impl Link {
             // the reader takes what is ready and yields when nothing is:
             // routing never waits (see `route`), so it cannot hold a worker
             // for longer than the node keeps it supplied.
-            Transport::Local(_) => {
+            Transport::Local(node) => {
+                let down = node.open(Box::pin(requests.map(Ok)));
                 tokio::spawn(tokio::task::unconstrained(read(conn.clone(), down)));
             }
         }

@@ -72,24 +72,7 @@ impl Link {
             auth: chat.auth().clone(),
         }
     }
-}
 
-/// The response stream's type.
-pub type DownStream = Pin<Box<dyn Stream<Item = Result<pb::LinkDown, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl GatewayLink for Link {
-    type LinkStream = DownStream;
-
-    async fn link(
-        &self,
-        req: Request<Streaming<pb::LinkUp>>,
-    ) -> Result<Response<DownStream>, Status> {
-        Ok(Response::new(self.open(req.into_inner())))
-    }
-}
-
-impl Link {
     /// Serves one link: the gateway's requests come from `up`, everything
     /// for it leaves by the returned stream. Over gRPC, `up` is the
     /// request stream of `GatewayLink/Link`; a gateway in the same process
@@ -126,6 +109,21 @@ impl Link {
             reader_done: false,
             stopping: Box::pin(chat.stopping()),
         })
+    }
+}
+
+/// The response stream's type.
+pub type DownStream = Pin<Box<dyn Stream<Item = Result<pb::LinkDown, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GatewayLink for Link {
+    type LinkStream = DownStream;
+
+    async fn link(
+        &self,
+        req: Request<Streaming<pb::LinkUp>>,
+    ) -> Result<Response<DownStream>, Status> {
+        Ok(Response::new(self.open(req.into_inner())))
     }
 }
 
