@@ -10,6 +10,7 @@
 //! - `admin`: `status`, one screen about a running node and its cluster.
 
 mod admin_cmd;
+mod allocator;
 mod cluster_cmd;
 mod gateway_cmd;
 mod jwt_arg;
@@ -77,6 +78,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Node(_) | Command::Serve(_) | Command::Gateway(_)
+    ) {
+        allocator::size_thread_cache();
+    }
     logging::init(cli.log_format);
     let result = match cli.command {
         Command::Log(cmd) => log_cmd::run(cmd),

@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! cargo run --release -p missive-benches --bin bench-ws -- [--quick]
-//!     [--idle N] [--users N] [--missive PATH] [--timeline FILE]
+//!     [--idle N] [--users N] [--missive PATH] [--timeline FILE] [--goal-only]
 //! ```
+//!
+//! `--goal-only` runs `missive serve` at the goal rate alone (its runs and
+//! the soak; no idle phase, step-up or other system) and prints their
+//! figures as JSON: for comparing two builds, alternated, in little time.
 //!
 //! # Method
 //!
@@ -110,7 +114,7 @@ pub(crate) const SERVE: &str = "missive serve";
 pub(crate) const SPLIT: &str = "node+gateway";
 pub(crate) const RELAY: &str = "bare relay";
 
-const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY] [--timeline FILE]";
+const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY] [--timeline FILE] [--goal-only]";
 
 /// The rate the latency goal is set at, msg/s.
 pub(crate) const GOAL_RATE: f64 = 5_000.0;
@@ -147,6 +151,9 @@ pub(crate) struct Plan {
     /// for the node's periodic work (a projection store's durable commit
     /// comes every 50,000 entries of a partition) to fall inside it.
     pub(crate) soak: Duration,
+    /// Only `missive serve` at the goal rate: no idle phase, no step-up,
+    /// no other system (`--goal-only`, for comparing builds quickly).
+    pub(crate) goal_only: bool,
 }
 
 impl Plan {
@@ -162,6 +169,7 @@ impl Plan {
                 drain: Duration::from_secs(1),
                 max_rate: 40_000.0,
                 soak: Duration::from_secs(20),
+                goal_only: false,
             }
         } else {
             Plan {
@@ -174,6 +182,7 @@ impl Plan {
                 drain: Duration::from_secs(2),
                 max_rate: 160_000.0,
                 soak: Duration::from_secs(60),
+                goal_only: false,
             }
         }
     }
@@ -197,6 +206,7 @@ struct Args {
     users: Option<usize>,
     missive: Option<PathBuf>,
     timeline: Option<PathBuf>,
+    goal_only: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -206,6 +216,7 @@ fn parse_args() -> Result<Args> {
         users: None,
         missive: None,
         timeline: None,
+        goal_only: false,
     };
     let count = |v: Option<std::ffi::OsString>, what: &str| -> Result<usize> {
         v.as_ref()
@@ -218,6 +229,7 @@ fn parse_args() -> Result<Args> {
     while let Some(arg) = it.next() {
         match arg.to_str() {
             Some("--quick") => args.quick = true,
+            Some("--goal-only") => args.goal_only = true,
             Some("--idle") => args.idle = Some(count(it.next(), "--idle")?),
             Some("--users") => args.users = Some(count(it.next(), "--users")?),
             Some("--missive") => {
@@ -243,6 +255,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let args = parse_args()?;
     let mut plan = Plan::new(args.quick);
+    plan.goal_only = args.goal_only;
     if let Some(n) = args.idle {
         plan.idle = n;
     }
@@ -285,6 +298,16 @@ fn main() -> Result<()> {
         .context("starting the runtime")?;
     let auth = Auth::hs256(JWT_SECRET.as_bytes()).map_err(|e| anyhow!("the token secret: {e}"))?;
 
+    if plan.goal_only {
+        return goal_only(
+            &rt,
+            &binary,
+            dir.path(),
+            &auth,
+            plan,
+            args.timeline.as_deref(),
+        );
+    }
     // Declared after `dir`, so dropped (processes killed) before the
     // directory they write in is removed, on every path out of here.
     let mut missive = Missive::start(
@@ -365,7 +388,8 @@ async fn deliver(
 ) -> Result<Delivery> {
     eprintln!("delivery: {} users on {}", fleet.users(), fleet.name);
     let mut d = Delivery::default();
-    for rate in plan.rates() {
+    let rates = if plan.goal_only { vec![] } else { plan.rates() };
+    for rate in rates {
         let s = step(&mut fleet, rate, plan, pids, timeline).await?;
         let sustained = s.sustained();
         d.steps.push(s);
@@ -402,6 +426,34 @@ async fn deliver(
         d.durable_commits = Some((n, secs));
     }
     Ok(d)
+}
+
+/// `--goal-only`: `missive serve` at the goal rate, its runs and soak on
+/// stderr, their figures as JSON on stdout.
+fn goal_only(
+    rt: &tokio::runtime::Runtime,
+    binary: &Path,
+    dir: &Path,
+    auth: &Auth,
+    plan: Plan,
+    timeline: Option<&Path>,
+) -> Result<()> {
+    let mut missive = Missive::start(
+        binary,
+        &dir.join("delivery"),
+        JWT_SECRET,
+        plan.users + 100,
+        Layout::Embedded,
+    )?;
+    let d = rt.block_on(async {
+        let (fleet, _) =
+            fleets::missive(SERVE, missive.gateway, auth, plan.users, Clock::new()).await?;
+        let pids = [missive.node_pid(), u32::MAX];
+        deliver(fleet, plan, Some(&mut missive), pids, timeline).await
+    })?;
+    missive.stop()?;
+    println!("{}", d.json());
+    Ok(())
 }
 
 /// Fails if `missive`'s processes have exited; the relay has none.

@@ -69,7 +69,7 @@ impl Delivery {
             .find_map(|s| s.first_error.clone())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let step = |s: &StepRun| {
             json!({
                 "offered_per_s": s.offered,
