@@ -47,6 +47,17 @@
 //! others need: a read that waited behind a durable commit's fdatasync
 //! would stall whoever made it.
 //!
+//! # Buffers
+//!
+//! A queued write is a copy of what redb asked to write. A durable commit
+//! writes tens of MiB at once, and copies into freshly allocated memory
+//! cost the apply thread more than the copying: the allocator, having given
+//! the last commit's buffers back to the system, maps and zeroes every page
+//! again (page faults were nearly all of a durable commit's time on the
+//! apply thread; docs/benchmarks-ws.md, "The durable commit's buffers").
+//! So written buffers go back to a pool, [`POOL_BYTES`] at most across the
+//! node's stores, and the next writes copy into them.
+//!
 //! # Bounds and failures
 //!
 //! At most [`MAX_QUEUED_BYTES`] of writes wait in the queue; redb's next
@@ -80,13 +91,98 @@ const WAKE_AT_BYTES: usize = 8 << 20;
 /// The unit reads and writes are matched by: redb's smallest page.
 const PAGE: u64 = 4096;
 
+/// The most bytes of written buffers kept for reuse, all stores together:
+/// one busy partition's durable commit (their turns are staggered).
+pub const POOL_BYTES: usize = 48 << 20;
+
+/// Buffers are pooled by size: a page, and redb's larger pages up to
+/// `PAGE << (POOLED_ORDERS - 1)`. Other sizes (the header) are allocated
+/// each time.
+const POOLED_ORDERS: usize = 5;
+
+/// Written buffers kept for the next writes (see the module docs).
+static POOL: Pool = Pool::new();
+
+#[derive(Debug)]
+struct Pool {
+    free: Mutex<PoolState>,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    by_order: [Vec<Vec<u8>>; POOLED_ORDERS],
+    bytes: usize,
+}
+
+impl Pool {
+    const fn new() -> Pool {
+        Pool {
+            free: Mutex::new(PoolState {
+                by_order: [const { Vec::new() }; POOLED_ORDERS],
+                bytes: 0,
+            }),
+        }
+    }
+
+    /// The pool's size class of a buffer of `len` bytes, if pooled.
+    fn order(len: usize) -> Option<usize> {
+        let pages = len / PAGE as usize;
+        (len % PAGE as usize == 0 && pages.is_power_of_two())
+            .then(|| pages.trailing_zeros() as usize)
+            .filter(|o| *o < POOLED_ORDERS)
+    }
+
+    /// A buffer holding a copy of `data`.
+    fn copy(&self, data: &[u8]) -> Buf {
+        let reused = Pool::order(data.len()).and_then(|o| {
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            let buf = free.by_order[o].pop()?;
+            free.bytes -= buf.len();
+            Some(buf)
+        });
+        let mut buf = reused.unwrap_or_else(|| vec![0; data.len()]);
+        buf.copy_from_slice(data);
+        Buf(buf)
+    }
+
+    /// Takes `buf` back, unless the pool is full or does not keep its size.
+    fn put(&self, buf: Vec<u8>) {
+        let Some(o) = Pool::order(buf.len()) else {
+            return;
+        };
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.bytes + buf.len() <= POOL_BYTES {
+            free.bytes += buf.len();
+            free.by_order[o].push(buf);
+        }
+    }
+}
+
+/// A queued write's bytes; back to the pool when the last reference goes.
+#[derive(Debug)]
+struct Buf(Vec<u8>);
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        POOL.put(std::mem::take(&mut self.0));
+    }
+}
+
 /// The most bytes joined into one `pwrite`.
 const JOIN_BYTES: usize = 1 << 20;
 
 /// One queued operation, in redb's order.
 #[derive(Debug)]
 enum Op {
-    Write { offset: u64, data: Arc<[u8]> },
+    Write { offset: u64, data: Arc<Buf> },
     Sync,
     SetLen(u64),
 }
@@ -96,7 +192,7 @@ enum Op {
 struct Newest {
     seq: u64,
     offset: u64,
-    data: Arc<[u8]>,
+    data: Arc<Buf>,
     /// An older queued write holds bytes of the page this one does not
     /// cover: the queue alone cannot say what the page will hold.
     mixed: bool,
@@ -386,7 +482,7 @@ impl StorageBackend for WriteBehind {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        let data: Arc<[u8]> = Arc::from(data);
+        let data = Arc::new(POOL.copy(data));
         let mut state = self.shared.lock();
         state.check()?;
         while state.bytes > 0 && state.bytes + data.len() > MAX_QUEUED_BYTES {
@@ -455,7 +551,7 @@ impl StorageBackend for WriteBehind {
 /// What the thread takes from the queue in one go.
 enum Batch {
     /// Consecutive writes: their sequence numbers and what they write.
-    Writes(Vec<(u64, u64, Arc<[u8]>)>),
+    Writes(Vec<(u64, u64, Arc<Buf>)>),
     Sync(u64),
     SetLen(u64, u64),
 }
@@ -567,11 +663,11 @@ fn retire(state: &mut State, last: u64) {
 /// joined, unless two of them overlap, in which case in order, one by one.
 fn write_all(
     shared: &Shared,
-    writes: &[(u64, u64, Arc<[u8]>)],
+    writes: &[(u64, u64, Arc<Buf>)],
     scratch: &mut Vec<u8>,
 ) -> io::Result<()> {
     let file = &shared.file;
-    let mut sorted: Vec<&(u64, u64, Arc<[u8]>)> = writes.iter().collect();
+    let mut sorted: Vec<&(u64, u64, Arc<Buf>)> = writes.iter().collect();
     sorted.sort_by_key(|w| (w.1, w.0));
     let overlap = sorted
         .windows(2)
@@ -620,6 +716,33 @@ mod tests {
 
     fn on_disk(dir: &tempfile::TempDir) -> Vec<u8> {
         std::fs::read(dir.path().join("s.redb")).unwrap()
+    }
+
+    #[test]
+    fn written_buffers_are_reused_by_size_up_to_the_pool_s_bound() {
+        assert_eq!(Pool::order(4096), Some(0));
+        assert_eq!(Pool::order(8192), Some(1));
+        assert_eq!(Pool::order(65536), Some(4));
+        for unpooled in [0, 512, 4097, 12288, 131072] {
+            assert_eq!(Pool::order(unpooled), None, "{unpooled}");
+        }
+
+        let pool = Pool::new();
+        let page = vec![7u8; 4096];
+        let at = page.as_ptr();
+        pool.put(page);
+        let copy = pool.copy(&[1u8; 4096]);
+        assert_eq!(copy.as_ptr(), at, "the pooled buffer is reused");
+        assert!(copy.iter().all(|b| *b == 1), "and holds the new bytes");
+        assert_eq!(pool.copy(&[2u8; 8192]).len(), 8192, "other sizes are allocated");
+
+        let pages = POOL_BYTES / 4096;
+        for _ in 0..pages + 10 {
+            pool.put(vec![0u8; 4096]);
+        }
+        let free = pool.free.lock().unwrap();
+        assert_eq!(free.bytes, POOL_BYTES, "the pool keeps no more than its bound");
+        assert_eq!(free.by_order[0].len(), pages);
     }
 
     #[test]
