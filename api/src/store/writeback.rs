@@ -734,14 +734,21 @@ mod tests {
         let copy = pool.copy(&[1u8; 4096]);
         assert_eq!(copy.as_ptr(), at, "the pooled buffer is reused");
         assert!(copy.iter().all(|b| *b == 1), "and holds the new bytes");
-        assert_eq!(pool.copy(&[2u8; 8192]).len(), 8192, "other sizes are allocated");
+        assert_eq!(
+            pool.copy(&[2u8; 8192]).len(),
+            8192,
+            "other sizes are allocated"
+        );
 
         let pages = POOL_BYTES / 4096;
         for _ in 0..pages + 10 {
             pool.put(vec![0u8; 4096]);
         }
         let free = pool.free.lock().unwrap();
-        assert_eq!(free.bytes, POOL_BYTES, "the pool keeps no more than its bound");
+        assert_eq!(
+            free.bytes, POOL_BYTES,
+            "the pool keeps no more than its bound"
+        );
         assert_eq!(free.by_order[0].len(), pages);
     }
 
