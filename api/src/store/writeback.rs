@@ -127,7 +127,7 @@ impl Pool {
     /// The pool's size class of a buffer of `len` bytes, if pooled.
     fn order(len: usize) -> Option<usize> {
         let pages = len / PAGE as usize;
-        (len % PAGE as usize == 0 && pages.is_power_of_two())
+        (len.is_multiple_of(PAGE as usize) && pages.is_power_of_two())
             .then(|| pages.trailing_zeros() as usize)
             .filter(|o| *o < POOLED_ORDERS)
     }
