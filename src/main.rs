@@ -37,6 +37,17 @@ mod token_cmd;
 
 use std::process::ExitCode;
 
+/// `println!` for the servers' lines on stdout: a stdout nobody reads any
+/// more (`missive serve | head -1`) must not stop a server, as `println!`
+/// would by panicking.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use clap::{Parser, Subcommand};
 
 /// missive: a chat backend built as an event-sourced, log-structured store.

@@ -89,7 +89,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         let node = ClusterNode::start(config, listener, |_| Kv::default())
             .await
             .with_context(|| format!("starting node {} in {}", args.id, args.data.display()))?;
-        println!(
+        crate::say!(
             "node {} serving {} partitions at {} (key-value)",
             node.id(),
             node.partitions(),
@@ -97,7 +97,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         );
         stopped().await?;
         node.shutdown().await?;
-        println!("node {} stopped", node.id());
+        crate::say!("node {} stopped", node.id());
         return Ok(ExitCode::SUCCESS);
     }
     let grpc_addrs: Vec<&str> = args.grpc.as_deref().into_iter().collect();
@@ -118,7 +118,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         crate::metrics_http::serve(addr, source).await?;
     }
     let node = chat.node();
-    println!(
+    crate::say!(
         "node {} serving {} partitions at {}{}",
         node.id(),
         node.partitions(),
@@ -138,7 +138,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         None => stopped().await?,
     }
     chat.shutdown().await?;
-    println!("node {} stopped", node.id());
+    crate::say!("node {} stopped", node.id());
     Ok(ExitCode::SUCCESS)
 }
 

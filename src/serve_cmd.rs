@@ -92,6 +92,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let http = TcpListener::bind(&args.http)
         .await
         .with_context(|| format!("listening on {}", args.http))?;
+    // What was bound, so that a port 0 prints the port it got.
+    let grpc_addr = grpc.local_addr().context("the ChatService listener")?;
+    let http_addr = http.local_addr().context("the gateway's listener")?;
     let mut config = NodeConfig::new(NODE_ID, &args.data, secret)?;
     config.partitions = args.partitions;
     config.log.retention = args.retention.policy();
@@ -119,17 +122,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ("http", "ws")
     };
-    println!(
+    crate::say!(
         "missive serving ChatService on {}{} and the WebSocket gateway on {ws}://{}/ws \
          ({} partitions, data in {})",
-        args.grpc,
+        grpc_addr,
         if grpc_tls.is_some() { " (TLS)" } else { "" },
-        args.http,
+        http_addr,
         node.partitions(),
         args.data.display()
     );
-    println!("  the web app: {web}://{}/", args.http);
-    println!("  a development token: missive token --user alice");
+    crate::say!("  the web app: {web}://{http_addr}/");
+    crate::say!("  a development token: missive token --user alice");
     // The embedded gateway reaches the node in this process directly, not
     // through ChatService's listener: no HTTP/2 between them, and nothing
     // to configure when that listener speaks only TLS.
@@ -145,9 +148,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gateway = gateway
             .with_dev_login(minter)
             .context("enabling the development login")?;
-        println!(
-            "  development login: POST {web}://{}/dev/login {{\"user\":\"alice\"}}",
-            args.http
+        crate::say!(
+            "  development login: POST {web}://{http_addr}/dev/login {{\"user\":\"alice\"}}"
         );
     }
     if let Some(tls) = args.tls.gateway()? {
@@ -187,7 +189,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await
     .context("serving ChatService")?;
     chat.shutdown().await?;
-    println!("missive stopped");
+    crate::say!("missive stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,19 +4,22 @@
 //! `missive token`, stops cleanly on SIGTERM, and serves the same history
 //! after a restart from its data directory; its `/metrics` and `missive
 //! admin status` move when messages flow; with `--tls-cert`/`--tls-key` it
-//! serves ChatService, HTTPS and `wss://` over TLS only.
+//! serves ChatService, HTTPS and `wss://` over TLS only; given port 0 it
+//! prints the ports it got, and a closed stdout does not stop it.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use missive_proto::v1 as pb;
 use missive_proto::v1::chat_service_client::ChatServiceClient;
 use tonic::transport::Endpoint;
 
-use crate::support::{BIN, Bearer, Serve, client, token};
+use crate::support::{
+    BIN, Bearer, Serve, client, free_addr, spawn_serve, start_retrying_lost_ports, token,
+};
 
 impl Serve {
     fn metrics(&self) -> Metrics {
@@ -70,6 +73,70 @@ async fn serve_takes_a_message_stops_on_sigterm_and_keeps_it_across_a_restart() 
     assert_eq!(history.messages[0].seq, sent.seq);
     let (ok, out) = serve.stop();
     assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_port_zero_serve_prints_the_addresses_it_bound() {
+    // Only the first line is read; the pipe is closed before the rest is
+    // printed, and the server must go on serving regardless.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // The internal address is the node's Raft address, kept in its data
+    // directory: a real one, as a deployment gives.
+    let (mut child, first) = start_retrying_lost_ports(|| {
+        let (mut child, stderr) = spawn_serve(
+            &data,
+            ["127.0.0.1:0", "127.0.0.1:0", &free_addr()],
+            &[],
+            Stdio::piped(),
+        );
+        let mut first = String::new();
+        let out = child.stdout.take().expect("stdout");
+        match BufReader::new(out).read_line(&mut first) {
+            Ok(n) if n > 0 => Ok((child, first)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(&stderr).unwrap_or_default())
+            }
+        }
+    });
+    // "missive serving ChatService on ADDR and the WebSocket gateway on
+    // ws://ADDR/ws (…)"
+    let grpc = first
+        .split("ChatService on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no ChatService address in {first:?}"));
+    let http = first
+        .split("ws://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no gateway address in {first:?}"));
+    for addr in [grpc, http] {
+        assert!(
+            !addr.ends_with(":0"),
+            "{addr} is not the bound address: {first}"
+        );
+    }
+    let mut alice = client(grpc, "alice").await;
+    alice
+        .create_direct(pb::CreateDirectRequest { peer: "bob".into() })
+        .await
+        .expect("ChatService answers on the printed address");
+    let mut c = TcpStream::connect(http).expect("the gateway listens on the printed address");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        c,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A `/metrics` response.
