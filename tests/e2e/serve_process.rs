@@ -481,3 +481,51 @@ async fn with_a_certificate_chatservice_and_the_gateway_speak_tls_only() {
     let (ok, out) = serve.stop();
     assert!(ok, "{out}");
 }
+
+/// The environment the process at `pid` runs with now.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .expect("read /proc/PID/environ")
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn serve_runs_with_a_larger_allocator_thread_cache_unless_one_is_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("default"));
+    let env = environ(serve.child.id());
+    assert!(
+        env.iter()
+            .any(|v| v == "GLIBC_TUNABLES=glibc.malloc.tcache_count=256"),
+        "{env:?}"
+    );
+    drop(serve);
+
+    // An operator's own count is kept: no second execution adds ours.
+    let mut child = Command::new(BIN)
+        .args(["serve", "--data"])
+        .arg(dir.path().join("own"))
+        .args(["--grpc", &free_addr(), "--http", &free_addr()])
+        .args(["--internal", &free_addr()])
+        .env(
+            "GLIBC_TUNABLES",
+            "glibc.malloc.mxfast=64:glibc.malloc.tcache_count=16",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn missive serve");
+    // Long enough to have executed itself again, had it meant to.
+    std::thread::sleep(Duration::from_millis(500));
+    // glibc rewrites the environment block it parsed in place (the tunables
+    // come apart at their `:`), so look for the count, not the whole value.
+    let env = environ(child.id()).join("\n");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(env.contains("glibc.malloc.tcache_count=16"), "{env}");
+    assert!(!env.contains("glibc.malloc.tcache_count=256"), "{env}");
+}
