@@ -5,7 +5,8 @@
 //! after a restart from its data directory; its `/metrics` and `missive
 //! admin status` move when messages flow; with `--tls-cert`/`--tls-key` it
 //! serves ChatService, HTTPS and `wss://` over TLS only; given port 0 it
-//! prints the ports it got, and a closed stdout does not stop it.
+//! prints the ports it got, and a closed stdout does not stop it; it runs
+//! with the allocator's larger thread cache unless the operator set one.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
