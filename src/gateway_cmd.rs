@@ -82,7 +82,7 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let files = files.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
-    crate::say!(
+    say!(
         "missive gateway on {scheme}://{}/ws in front of {} (at most {} connections; {files} open files)",
         args.listen,
         args.nodes.join(", "),
@@ -99,6 +99,6 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
         })
         .await
         .context("serving the gateway")?;
-    crate::say!("missive gateway stopped");
+    say!("missive gateway stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,16 @@
 //! - `token`: mints development JWTs.
 //! - `admin`: `status`, one screen about a running node and its cluster.
 
+/// `println!` for the servers' lines on stdout: a stdout nobody reads any
+/// more (`missive serve | head -1`) must not stop a server, as `println!`
+/// would by panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod admin_cmd;
 mod allocator;
 mod cluster_cmd;
@@ -36,17 +46,6 @@ mod tls_arg;
 mod token_cmd;
 
 use std::process::ExitCode;
-
-/// `println!` for the servers' lines on stdout: a stdout nobody reads any
-/// more (`missive serve | head -1`) must not stop a server, as `println!`
-/// would by panicking.
-#[macro_export]
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
 
 use clap::{Parser, Subcommand};
 

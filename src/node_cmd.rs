@@ -89,7 +89,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         let node = ClusterNode::start(config, listener, |_| Kv::default())
             .await
             .with_context(|| format!("starting node {} in {}", args.id, args.data.display()))?;
-        crate::say!(
+        say!(
             "node {} serving {} partitions at {} (key-value)",
             node.id(),
             node.partitions(),
@@ -97,7 +97,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         );
         stopped().await?;
         node.shutdown().await?;
-        crate::say!("node {} stopped", node.id());
+        say!("node {} stopped", node.id());
         return Ok(ExitCode::SUCCESS);
     }
     let grpc_addrs: Vec<&str> = args.grpc.as_deref().into_iter().collect();
@@ -118,7 +118,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         crate::metrics_http::serve(addr, source).await?;
     }
     let node = chat.node();
-    crate::say!(
+    say!(
         "node {} serving {} partitions at {}{}",
         node.id(),
         node.partitions(),
@@ -138,7 +138,7 @@ async fn serve(args: NodeArgs) -> anyhow::Result<ExitCode> {
         None => stopped().await?,
     }
     chat.shutdown().await?;
-    crate::say!("node {} stopped", node.id());
+    say!("node {} stopped", node.id());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -122,7 +122,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ("http", "ws")
     };
-    crate::say!(
+    say!(
         "missive serving ChatService on {}{} and the WebSocket gateway on {ws}://{}/ws \
          ({} partitions, data in {})",
         grpc_addr,
@@ -131,8 +131,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         node.partitions(),
         args.data.display()
     );
-    crate::say!("  the web app: {web}://{http_addr}/");
-    crate::say!("  a development token: missive token --user alice");
+    say!("  the web app: {web}://{http_addr}/");
+    say!("  a development token: missive token --user alice");
     // The embedded gateway reaches the node in this process directly, not
     // through ChatService's listener: no HTTP/2 between them, and nothing
     // to configure when that listener speaks only TLS.
@@ -148,9 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         gateway = gateway
             .with_dev_login(minter)
             .context("enabling the development login")?;
-        crate::say!(
-            "  development login: POST {web}://{http_addr}/dev/login {{\"user\":\"alice\"}}"
-        );
+        say!("  development login: POST {web}://{http_addr}/dev/login {{\"user\":\"alice\"}}");
     }
     if let Some(tls) = args.tls.gateway()? {
         gateway = gateway
@@ -189,7 +187,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await
     .context("serving ChatService")?;
     chat.shutdown().await?;
-    crate::say!("missive stopped");
+    say!("missive stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -41,7 +41,7 @@ use crate::error::Error;
 use crate::link::{Link, LocalNode, Subscription};
 
 /// How the node in the gateway's own process is named in logs and errors.
-pub const LOCAL_NODE: &str = "local";
+const LOCAL_NODE: &str = "local";
 
 /// Largest gRPC message the gateway accepts from a node: ChatService's own
 /// bound (a history page of 200 messages of up to 1 MiB is cut well below it).

@@ -140,9 +140,13 @@ impl Pool {
             free.bytes -= buf.len();
             Some(buf)
         });
-        let mut buf = reused.unwrap_or_else(|| vec![0; data.len()]);
-        buf.copy_from_slice(data);
-        Buf(buf)
+        Buf(match reused {
+            Some(mut buf) => {
+                buf.copy_from_slice(data);
+                buf
+            }
+            None => data.to_vec(),
+        })
     }
 
     /// Takes `buf` back, unless the pool is full or does not keep its size.

@@ -190,8 +190,11 @@ impl Plan {
     /// The step-up's offered rates: doubling from a quarter of the goal
     /// rate (so a system that cannot take the goal rate still shows what it
     /// can), as far as the users can send without nearing their rate
-    /// limits.
+    /// limits; none with `--goal-only`.
     fn rates(&self) -> Vec<f64> {
+        if self.goal_only {
+            return Vec::new();
+        }
         let cap = self.max_rate.min(self.users as f64 * MAX_PER_USER_RATE);
         std::iter::successors(Some(GOAL_RATE / 4.0), |r| Some(r * 2.0))
             .take_while(|r| *r <= cap)
@@ -298,15 +301,22 @@ fn main() -> Result<()> {
         .context("starting the runtime")?;
     let auth = Auth::hs256(JWT_SECRET.as_bytes()).map_err(|e| anyhow!("the token secret: {e}"))?;
 
+    let clock = Clock::new();
+    let timeline = args.timeline.as_deref();
     if plan.goal_only {
-        return goal_only(
-            &rt,
+        // `missive serve` at the goal rate, its figures as JSON.
+        let dir = dir.path().join("delivery");
+        let (d, _) = rt.block_on(deliver_missive(
             &binary,
-            dir.path(),
+            &dir,
             &auth,
             plan,
-            args.timeline.as_deref(),
-        );
+            (SERVE, Layout::Embedded),
+            clock,
+            timeline,
+        ))?;
+        println!("{}", d.json());
+        return Ok(());
     }
     // Declared after `dir`, so dropped (processes killed) before the
     // directory they write in is removed, on every path out of here.
@@ -320,8 +330,6 @@ fn main() -> Result<()> {
     let idle = rt.block_on(idle::run(&mut missive, &auth, plan.idle))?;
     missive.stop()?;
 
-    let clock = Clock::new();
-    let timeline = args.timeline.as_deref();
     // One system at a time: the open-file limit may hold only one fleet.
     let mut deliveries = Vec::new();
     let mut conversations = Vec::new();
@@ -329,24 +337,16 @@ fn main() -> Result<()> {
         (SERVE, Layout::Embedded, "delivery"),
         (SPLIT, Layout::Separate, "delivery-gateway"),
     ] {
-        let mut missive = Missive::start(
+        let (d, convs) = rt.block_on(deliver_missive(
             &binary,
             &dir.path().join(sub),
-            JWT_SECRET,
-            plan.users + 100,
-            layout,
-        )?;
-        let d = rt.block_on(async {
-            let (fleet, convs) =
-                fleets::missive(name, missive.gateway, &auth, plan.users, clock).await?;
-            conversations = convs;
-            let pids = [
-                missive.node_pid(),
-                missive.gateway_pid().unwrap_or(u32::MAX),
-            ];
-            deliver(fleet, plan, Some(&mut missive), pids, timeline).await
-        })?;
-        missive.stop()?;
+            &auth,
+            plan,
+            (name, layout),
+            clock,
+            timeline,
+        ))?;
+        conversations = convs;
         deliveries.push(d);
     }
     let relay = Relay::start()?;
@@ -388,8 +388,7 @@ async fn deliver(
 ) -> Result<Delivery> {
     eprintln!("delivery: {} users on {}", fleet.users(), fleet.name);
     let mut d = Delivery::default();
-    let rates = if plan.goal_only { vec![] } else { plan.rates() };
-    for rate in rates {
+    for rate in plan.rates() {
         let s = step(&mut fleet, rate, plan, pids, timeline).await?;
         let sustained = s.sustained();
         d.steps.push(s);
@@ -428,32 +427,27 @@ async fn deliver(
     Ok(d)
 }
 
-/// `--goal-only`: `missive serve` at the goal rate, its runs and soak on
-/// stderr, their figures as JSON on stdout.
-fn goal_only(
-    rt: &tokio::runtime::Runtime,
+/// A fresh `missive` in `dir`, laid out as `system`'s layout, through
+/// [`deliver`] under `system`'s name; also its conversations' ids.
+async fn deliver_missive(
     binary: &Path,
     dir: &Path,
     auth: &Auth,
     plan: Plan,
+    (name, layout): (&'static str, Layout),
+    clock: Clock,
     timeline: Option<&Path>,
-) -> Result<()> {
-    let mut missive = Missive::start(
-        binary,
-        &dir.join("delivery"),
-        JWT_SECRET,
-        plan.users + 100,
-        Layout::Embedded,
-    )?;
-    let d = rt.block_on(async {
-        let (fleet, _) =
-            fleets::missive(SERVE, missive.gateway, auth, plan.users, Clock::new()).await?;
-        let pids = [missive.node_pid(), u32::MAX];
-        deliver(fleet, plan, Some(&mut missive), pids, timeline).await
-    })?;
+) -> Result<(Delivery, Vec<String>)> {
+    let mut missive = Missive::start(binary, dir, JWT_SECRET, plan.users + 100, layout)?;
+    let (fleet, conversations) =
+        fleets::missive(name, missive.gateway, auth, plan.users, clock).await?;
+    let pids = [
+        missive.node_pid(),
+        missive.gateway_pid().unwrap_or(u32::MAX),
+    ];
+    let d = deliver(fleet, plan, Some(&mut missive), pids, timeline).await?;
     missive.stop()?;
-    println!("{}", d.json());
-    Ok(())
+    Ok((d, conversations))
 }
 
 /// Fails if `missive`'s processes have exited; the relay has none.

@@ -243,7 +243,7 @@ impl Report {
             crate::GOAL_RATE,
             p.repeats
         );
-        let (m, r) = (&self.missive, &self.relay);
+        let r = &self.relay;
         let systems = self.systems();
         println!(
             "  {:<14} {:>12} {:>12} {:>14}",
@@ -258,7 +258,7 @@ impl Report {
                 d.median(|s| s.delivered_per_s)
             );
         }
-        for (name, d) in [(SERVE, m), (SPLIT, &self.split)] {
+        for (name, d) in [(SERVE, &self.missive), (SPLIT, &self.split)] {
             println!(
                 "  {:<14} {:>11.1}× {:>11.1}×",
                 format!("{name} ÷ relay"),
@@ -332,21 +332,15 @@ impl Report {
             ),
         };
         for rate in rates {
-            println!(
-                "  {:>9.0} | {} | {} | {}",
-                rate,
-                cell(m, rate),
-                cell(&self.split, rate),
-                cell(r, rate)
-            );
+            let cells: Vec<String> = systems.iter().map(|(_, d)| cell(d, rate)).collect();
+            println!("  {:>9.0} | {}", rate, cells.join(" | "));
         }
         let fmt = |x: Option<f64>| x.map_or_else(|| "none".to_owned(), |v| format!("{v:.0} msg/s"));
-        println!(
-            "  highest sustained: {SERVE} {}, {SPLIT} {}, {RELAY} {}",
-            fmt(m.highest_sustained()),
-            fmt(self.split.highest_sustained()),
-            fmt(r.highest_sustained())
-        );
+        let sustained: Vec<String> = systems
+            .iter()
+            .map(|(name, d)| format!("{name} {}", fmt(d.highest_sustained())))
+            .collect();
+        println!("  highest sustained: {}", sustained.join(", "));
         println!(
             "  lag: the generator's own p99 delay behind schedule, ms (large: the generator fell behind)"
         );
