@@ -10,6 +10,8 @@
 //!   [`PartitionNetwork`], the per-partition network factory openraft gets.
 //! - `snapshot_stream`: a snapshot file as a stream of chunks, and back.
 //! - `service`: the server side, dispatching each call to its partition.
+//! - `writes`: the `Writes` call, many writes over one stream: the server's
+//!   `Answers` and a client's [`WriteStream`].
 //!
 //! # Invariants
 //!
@@ -26,8 +28,10 @@ mod peers;
 mod secret;
 pub(crate) mod service;
 mod snapshot_stream;
+mod writes;
 
 pub use peers::{PartitionNetwork, Peers};
 pub use secret::{ClusterSecret, SECRET_HEADER};
 pub use service::MAX_MESSAGE_BYTES;
 pub use snapshot_stream::SNAPSHOT_CHUNK_BYTES;
+pub use writes::{MAX_BATCH, MAX_WRITES_IN_FLIGHT, UP_QUEUE, WriteStream};

@@ -6,6 +6,10 @@
 //! by the number of nodes in the partitions' memberships. Each call carries
 //! the cluster secret and has a deadline: openraft's `RPCOption::hard_ttl`
 //! for Raft calls, the caller's for the others.
+//!
+//! Forwarded writes go over one `Writes` stream per peer (see `writes`),
+//! opened at the first write to it and again after it ends, rather than one
+//! `Forward` call each.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,8 +31,10 @@ use openraft_multi::{GroupNetworkAdapter, GroupRouter};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
+use super::MAX_MESSAGE_BYTES;
 use super::secret::ClusterSecret;
 use super::snapshot_stream;
+use super::writes::WriteStream;
 use crate::SnapshotFile;
 use crate::pb as conv;
 use crate::sm_store::RaftSnapshot;
@@ -59,7 +65,19 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// Each peer's address and its channel. A std `Mutex`: held only to look
     /// up or insert, never across an `.await`.
-    channels: Mutex<HashMap<NodeId, (String, Channel)>>,
+    channels: Mutex<HashMap<NodeId, Peer>>,
+}
+
+/// How one peer is reached.
+#[derive(Debug)]
+struct Peer {
+    addr: String,
+    channel: Channel,
+    /// The write stream to it, once opened. A tokio mutex, one per peer:
+    /// opening awaits, the writes that arrive meanwhile wait for that one
+    /// rather than open their own, and a peer that does not answer holds up
+    /// only the writes for it.
+    writes: Arc<tokio::sync::Mutex<Option<Arc<WriteStream>>>>,
 }
 
 impl Peers {
@@ -81,12 +99,17 @@ impl Peers {
             .channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if channels.get(&id).is_some_and(|(a, _)| a == addr) {
+        if channels.get(&id).is_some_and(|p| p.addr == addr) {
             return;
         }
         match channel_to(addr, &self.inner.runtime) {
-            Ok(ch) => {
-                channels.insert(id, (addr.to_owned(), ch));
+            Ok(channel) => {
+                let peer = Peer {
+                    addr: addr.to_owned(),
+                    channel,
+                    writes: Arc::default(),
+                };
+                channels.insert(id, peer);
             }
             Err(e) => tracing::warn!(id, addr, error = %e, "peer address is not usable"),
         }
@@ -101,8 +124,34 @@ impl Peers {
             .unwrap_or_else(PoisonError::into_inner);
         channels
             .get(&id)
-            .map(|(_, ch)| client_of(ch.clone()))
-            .ok_or_else(|| Status::unavailable(format!("no known address for node {id}")))
+            .map(|p| client_of(p.channel.clone()))
+            .ok_or_else(|| unknown_address(id))
+    }
+
+    /// The open write stream to node `id`, opening one if there is none or
+    /// the last has ended. Fails as opening the call does (nothing is sent).
+    async fn write_stream(&self, id: NodeId) -> Result<Arc<WriteStream>, Status> {
+        let (addr, channel, slot) = {
+            let channels = self
+                .inner
+                .channels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let p = channels.get(&id).ok_or_else(|| unknown_address(id))?;
+            (p.addr.clone(), p.channel.clone(), p.writes.clone())
+        };
+        let mut slot = slot.lock().await;
+        if let Some(stream) = slot.as_ref()
+            && !stream.is_broken()
+        {
+            return Ok(stream.clone());
+        }
+        *slot = None;
+        let stream =
+            WriteStream::open(channel, &addr, &self.inner.secret, MAX_MESSAGE_BYTES).await?;
+        let stream = Arc::new(stream);
+        *slot = Some(stream.clone());
+        Ok(stream)
     }
 
     /// A request carrying `msg`, the secret and a deadline of `timeout`.
@@ -137,7 +186,9 @@ impl Peers {
         conv::vote_response_from_pb(&resp).map_err(|e| malformed_reply(target, e))
     }
 
-    /// Sends a client write to node `leader`, which must lead `partition`.
+    /// Sends a client write to node `leader`, which must lead `partition`,
+    /// over its write stream. A failure to open the stream means nothing
+    /// was sent; any other failure leaves the write's fate unknown.
     pub async fn forward(
         &self,
         leader: NodeId,
@@ -145,16 +196,16 @@ impl Peers {
         command: pb::Command,
         timeout: Duration,
     ) -> Result<pb::ForwardResponse, Status> {
-        let mut client = self.client(leader)?;
-        let req = self.request(
-            pb::ForwardRequest {
-                partition,
-                command: Some(command),
-                relayed: true,
-            },
-            timeout,
-        );
-        deadline(timeout, client.forward(req)).await
+        let started = tokio::time::Instant::now();
+        let stream = deadline_of(timeout, self.write_stream(leader)).await?;
+        let write = pb::ForwardRequest {
+            partition,
+            command: Some(command),
+            relayed: true,
+        };
+        stream
+            .write(write, timeout.saturating_sub(started.elapsed()))
+            .await
     }
 
     /// Sends an ephemeral application message to node `target`.
@@ -230,12 +281,26 @@ async fn deadline<T>(
     timeout: Duration,
     call: impl Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> Result<T, Status> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(r) => r.map(tonic::Response::into_inner),
-        Err(_) => Err(Status::deadline_exceeded(format!(
+    deadline_of(timeout, async {
+        call.await.map(tonic::Response::into_inner)
+    })
+    .await
+}
+
+/// Runs `f` for at most `timeout`.
+async fn deadline_of<T>(
+    timeout: Duration,
+    f: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(timeout, f).await.unwrap_or_else(|_| {
+        Err(Status::deadline_exceeded(format!(
             "no answer within {timeout:?}"
-        ))),
-    }
+        )))
+    })
+}
+
+fn unknown_address(id: NodeId) -> Status {
+    Status::unavailable(format!("no known address for node {id}"))
 }
 
 /// openraft's view of a failed call: an unreachable peer is backed off, any

@@ -17,6 +17,7 @@ use openraft::Snapshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::snapshot_stream;
+use super::writes::{Answers, Runner};
 use crate::error::Error;
 use crate::node::Node;
 use crate::pb as conv;
@@ -46,6 +47,32 @@ pub(crate) fn status_of(e: Error) -> Status {
         Error::Rpc(status) => *status,
         other => Status::internal(other.to_string()),
     }
+}
+
+/// A write, from `Forward` or a `Writes` stream: applied here if relayed
+/// (this node must lead), else through the node's write path, which
+/// forwards it to the leader.
+pub(crate) async fn forward_write<SM: StateMachine>(
+    node: &Node<SM>,
+    req: pb::ForwardRequest,
+) -> Result<pb::ForwardResponse, Status> {
+    let command = req
+        .command
+        .ok_or_else(|| Status::invalid_argument("a forwarded write without a command"))?;
+    let command = Command {
+        body: command.body,
+        request_id: command.request_id,
+    };
+    let (reply, index) = if req.relayed {
+        node.write_local(req.partition, command).await
+    } else {
+        node.write_indexed(req.partition, command).await
+    }
+    .map_err(status_of)?;
+    Ok(pb::ForwardResponse {
+        reply: reply.body,
+        index,
+    })
 }
 
 fn bad(e: conv::Malformed) -> Status {
@@ -147,24 +174,21 @@ impl<SM: StateMachine> RaftInternal for Service<SM> {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
-        let req = request.into_inner();
-        let command = req
-            .command
-            .ok_or_else(|| Status::invalid_argument("a forwarded write without a command"))?;
-        let command = Command {
-            body: command.body,
-            request_id: command.request_id,
-        };
-        let (reply, index) = if req.relayed {
-            self.node.write_local(req.partition, command).await
-        } else {
-            self.node.write_indexed(req.partition, command).await
-        }
-        .map_err(status_of)?;
-        Ok(Response::new(pb::ForwardResponse {
-            reply: reply.body,
-            index,
-        }))
+        Ok(Response::new(
+            forward_write(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    type WritesStream = Answers<Runner<SM>, Streaming<pb::WriteBatch>>;
+
+    async fn writes(
+        &self,
+        request: Request<Streaming<pb::WriteBatch>>,
+    ) -> Result<Response<Self::WritesStream>, Status> {
+        Ok(Response::new(Answers::new(
+            self.node.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn relay(

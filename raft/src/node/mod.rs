@@ -74,7 +74,7 @@ use missive_log::Options;
 use missive_proto::v1::raft_internal_server::RaftInternalServer;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Raft, RaftMetrics};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -202,6 +202,10 @@ struct Inner<SM: StateMachine> {
     /// The internal server, until shut down. A std `Mutex` for the same
     /// reason.
     server: Mutex<Option<ServerTask>>,
+    /// Turns true when the node starts shutting down: the `Writes` streams
+    /// it serves stop taking writes and end once they have answered the
+    /// ones they took, so that the server's graceful stop can finish.
+    stopping: watch::Sender<bool>,
     /// Where relayed ephemeral messages go ([`Node::on_relay`]); set once.
     relay: OnceLock<RelayHandler>,
     /// The periodic tasks (rebalancing, snapshots), aborted at shutdown. A
@@ -350,6 +354,7 @@ impl<SM: StateMachine> Node<SM> {
                 incoming: AtomicU64::new(0),
                 closed: Mutex::new(closed),
                 server: Mutex::new(None),
+                stopping: watch::Sender::new(false),
                 relay: OnceLock::new(),
                 background: Mutex::new(Vec::new()),
             }),
@@ -450,6 +455,15 @@ impl<SM: StateMachine> Node<SM> {
             .server
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(ServerTask { stop, task });
+    }
+
+    /// Resolves once the node starts shutting down.
+    pub(crate) fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopping = self.inner.stopping.subscribe();
+        async move {
+            // An error: the node is gone, which is stopping too.
+            let _ = stopping.wait_for(|s| *s).await;
+        }
     }
 
     /// This node's id.
@@ -567,6 +581,7 @@ impl<SM: StateMachine> Node<SM> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        self.inner.stopping.send_replace(true);
         if let Some(ServerTask { stop, task }) = server {
             let _ = stop.send(());
             match task.await {

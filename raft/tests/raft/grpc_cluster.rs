@@ -5,7 +5,8 @@
 //! A node added after the leaders purged their logs catches up by a
 //! streamed snapshot plus the log after it, and its log continues the hash
 //! chain from the hash the snapshot carries: at every index it holds, its
-//! chain hash equals the other nodes'.
+//! chain hash equals the other nodes'. Many writes share one `Writes`
+//! stream, each answered as `Forward` would answer it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,9 +17,10 @@ use missive_log::{Log, Options};
 use missive_proto::v1 as pb;
 use missive_proto::v1::raft_internal_client::RaftInternalClient;
 use missive_raft::kv::{self, Kv};
+use missive_raft::network::{MAX_MESSAGE_BYTES, WriteStream};
 use missive_raft::node::partition_dir;
 use missive_raft::partition::partition_of;
-use missive_raft::{ClusterNode, ClusterSecret, LOG_DIR, Node, NodeConfig, NodeId};
+use missive_raft::{ClusterNode, ClusterSecret, LOG_DIR, Node, NodeConfig, NodeId, Reply};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep};
 
@@ -433,6 +435,157 @@ async fn leadership_returns_to_its_preferred_node_after_a_restart() {
     })
     .await;
     write_keys(&nodes, 10..20, &mut expected).await;
+    for n in &nodes {
+        n.shutdown().await.expect("shutdown");
+    }
+}
+
+/// A key-value write of `key` as the internal calls carry it.
+fn forward_request(key: &str, value: &str, relayed: bool) -> pb::ForwardRequest {
+    let command = kv::set(key, value);
+    pb::ForwardRequest {
+        partition: partition_of(key.as_bytes(), PARTITIONS),
+        command: Some(pb::Command {
+            body: command.body,
+            request_id: command.request_id,
+        }),
+        relayed,
+    }
+}
+
+async fn channel_to(node: &ClusterNode<Kv>) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_writes_share_one_stream_and_each_is_answered_as_forward_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nodes = start_cluster(dir.path()).await;
+    initialize(&nodes).await;
+    for p in 0..PARTITIONS {
+        for n in &nodes {
+            eventually("every node to see the spread leader", || {
+                n.metrics(p).expect("partition").current_leader == Some(p as u64 + 1)
+            })
+            .await;
+        }
+    }
+    let secret = ClusterSecret::new(SECRET).expect("secret");
+    let timeout = Duration::from_secs(10);
+
+    // Node 3 leads neither partition: it forwards every write it is sent
+    // to the leader, itself over its write stream to that node.
+    let follower = &nodes[2];
+    let stream = WriteStream::open(
+        channel_to(follower).await,
+        follower.addr(),
+        &secret,
+        MAX_MESSAGE_BYTES,
+    )
+    .await
+    .expect("open a write stream");
+    let writes = (0..300).map(|i| {
+        let key = format!("stream-{i}");
+        let stream = &stream;
+        async move {
+            let done = stream
+                .write(forward_request(&key, &format!("v{i}"), false), timeout)
+                .await
+                .expect("write");
+            assert_eq!(kv::previous(&Reply { body: done.reply }), Ok(None), "{key}");
+            (key, done.index)
+        }
+    });
+    let answered = futures_util::future::join_all(writes).await;
+    for p in 0..PARTITIONS {
+        let mut indexes: Vec<u64> = answered
+            .iter()
+            .filter(|(k, _)| partition_of(k.as_bytes(), PARTITIONS) == p)
+            .map(|(_, i)| *i)
+            .collect();
+        let n = indexes.len();
+        indexes.sort_unstable();
+        indexes.dedup();
+        assert_eq!(indexes.len(), n, "two writes of partition {p} at one index");
+    }
+    let expected: BTreeMap<String, String> = (0..300)
+        .map(|i| (format!("stream-{i}"), format!("v{i}")))
+        .collect();
+    for p in 0..PARTITIONS {
+        let last = nodes[p as usize]
+            .metrics(p)
+            .expect("partition")
+            .last_log_index;
+        for n in &nodes {
+            applied(n, p, last).await;
+        }
+    }
+    for n in &nodes {
+        assert_eq!(state(n), expected);
+    }
+
+    // A relayed write to a node that does not lead is refused as Forward
+    // refuses it, and a write without a request is refused alone: the
+    // stream goes on serving.
+    let refused = stream
+        .write(forward_request("stream-0", "x", true), timeout)
+        .await
+        .expect_err("node 3 leads nothing");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let empty = pb::ForwardRequest {
+        partition: 0,
+        command: None,
+        relayed: false,
+    };
+    let refused = stream.write(empty, timeout).await.expect_err("no command");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let again = stream
+        .write(forward_request("stream-0", "again", false), timeout)
+        .await
+        .expect("the stream still serves");
+    assert_eq!(
+        kv::previous(&Reply { body: again.reply }),
+        Ok(Some("v0".into()))
+    );
+    for n in &nodes {
+        eventually("the last write to be applied everywhere", || {
+            state(n).get("stream-0").map(String::as_str) == Some("again")
+        })
+        .await;
+    }
+
+    // Without the secret, no stream opens.
+    let wrong = ClusterSecret::new("not-the-secret").expect("secret");
+    let err = WriteStream::open(
+        channel_to(follower).await,
+        follower.addr(),
+        &wrong,
+        MAX_MESSAGE_BYTES,
+    )
+    .await
+    .expect_err("wrong secret");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    // When the node goes, its stream ends: writes through it fail as
+    // unavailable rather than wait for their deadline.
+    let mut nodes = nodes;
+    let follower = nodes.pop().expect("three nodes");
+    follower.shutdown().await.expect("shutdown");
+    let gone = stream
+        .write(forward_request("stream-1", "late", false), timeout)
+        .await
+        .expect_err("the node is gone");
+    assert_eq!(gone.code(), tonic::Code::Unavailable, "{gone:?}");
+    assert!(stream.is_broken());
+
     for n in &nodes {
         n.shutdown().await.expect("shutdown");
     }

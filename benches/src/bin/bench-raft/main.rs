@@ -20,12 +20,16 @@
 //!   if missing and starts 3 members on loopback ports.
 //! - **Load**: one generator for both: N concurrent clients (1, 64, 256), each
 //!   with one write in flight, writing a 256-byte value to its own key again
-//!   and again, over gRPC: missive's internal `Forward` call (what `missive
-//!   kv put` sends), etcd's `KV.Put`. **Every client talks to the leader**
-//!   (missive's partition leader, etcd's leader, both found by asking the
-//!   members), over at most [`MAX_CONNECTIONS`] HTTP/2 connections shared
-//!   round-robin. Both acknowledge a write after a quorum has made it durable
-//!   (fdatasync) and the leader applied it.
+//!   and again, over gRPC, each system's way for a client with many writes
+//!   in flight: missive's internal `Writes` stream (one per connection, the
+//!   writes of the clients sharing it multiplexed on it; the way a node
+//!   forwards writes to a leader), etcd's `KV.Put` (one unary call per
+//!   write: etcd's API has no streamed write). **Every client talks to the
+//!   leader** (missive's partition leader, etcd's leader, both found by
+//!   asking the members), over at most [`MAX_CONNECTIONS`] HTTP/2
+//!   connections shared round-robin. Both acknowledge a write after a quorum
+//!   has made it durable (fdatasync) and the leader applied it, and each
+//!   client waits for that before its next write.
 //! - **Limit**: the latency of `write` of 256 bytes plus `fdatasync`, in the
 //!   same directory as both clusters' data, at the end of a file and over a
 //!   file written beforehand; the faster p50 of the two is the limit (see

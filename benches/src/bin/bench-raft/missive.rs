@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use missive_proto::v1 as pb;
 use missive_proto::v1::raft_internal_client::RaftInternalClient;
+use missive_raft::network::{MAX_MESSAGE_BYTES, WriteStream};
 use missive_raft::partition::partition_of;
 use missive_raft::{ClusterSecret, Reply, kv};
 use tokio::time::{Instant, sleep};
@@ -276,11 +277,15 @@ impl System for MissiveCluster {
         let per_partition = connections.div_ceil(partitions).max(1);
         let mut leaders = Vec::with_capacity(partitions);
         for (_, addr) in &self.leaders {
-            let mut channels = Vec::with_capacity(per_partition);
+            let mut streams = Vec::with_capacity(per_partition);
             for _ in 0..per_partition {
-                channels.push(RaftInternalClient::new(connect(addr).await?));
+                let channel = connect(addr).await?;
+                let stream = WriteStream::open(channel, addr, &self.secret, MAX_MESSAGE_BYTES)
+                    .await
+                    .with_context(|| format!("opening a write stream to {addr}"))?;
+                streams.push(stream);
             }
-            leaders.push(channels);
+            leaders.push(streams);
         }
         let keys: Vec<String> = (0..clients).map(key_of).collect();
         let partition_of_client = keys
@@ -292,7 +297,6 @@ impl System for MissiveCluster {
             keys,
             partition_of_client,
             value: value(),
-            secret: self.secret.clone(),
         })
     }
 
@@ -304,34 +308,30 @@ impl System for MissiveCluster {
 /// The writes of one case.
 #[derive(Debug)]
 pub(crate) struct MissiveWriter {
-    /// Per partition, the connections to its leader.
-    leaders: Vec<Vec<RaftInternalClient<Channel>>>,
+    /// Per partition, a write stream to its leader on each connection.
+    leaders: Vec<Vec<WriteStream>>,
     /// Each client's key.
     keys: Vec<String>,
     /// The partition each client's key lives in.
     partition_of_client: Vec<u32>,
     value: String,
-    secret: ClusterSecret,
 }
 
 impl Writer for MissiveWriter {
     async fn put(&self, client: usize) -> Result<()> {
         let p = self.partition_of_client[client];
-        let channels = &self.leaders[p as usize];
-        // Cheap: a clone shares the connection.
-        let mut conn = channels[connection_of(client, channels.len())].clone();
+        let streams = &self.leaders[p as usize];
+        let stream = &streams[connection_of(client, streams.len())];
         let command = kv::set(&self.keys[client], &self.value);
-        let mut req = tonic::Request::new(pb::ForwardRequest {
+        let write = pb::ForwardRequest {
             partition: p,
             command: Some(pb::Command {
                 body: command.body,
                 request_id: command.request_id,
             }),
             relayed: false,
-        });
-        req.set_timeout(WRITE_TIMEOUT);
-        self.secret.attach(&mut req);
-        let resp = conn.forward(req).await?.into_inner();
+        };
+        let resp = stream.write(write, WRITE_TIMEOUT).await?;
         kv::previous(&Reply { body: resp.reply })?;
         Ok(())
     }
