@@ -183,7 +183,7 @@ impl Report<'_> {
         println!(
             "{VALUE_BYTES} B values, each client overwrites its own key with one write in flight; \
              every client writes to the leader, over min(clients, {MAX_CONNECTIONS}) HTTP/2 \
-             connections"
+             connections (missive: one Writes stream on each; etcd: one KV.Put call per write)"
         );
         let (a, o) = (&self.limit.append, &self.limit.overwrite);
         println!(
@@ -323,8 +323,17 @@ impl Report<'_> {
             "value_bytes": VALUE_BYTES,
             "max_connections": MAX_CONNECTIONS,
             "clients_write_to": "leader",
-            "missive": {"nodes": 3, "partitions": self.partitions, "leaders": self.leaders},
-            "etcd": {"members": 3, "version": self.etcd_version},
+            "missive": {
+                "nodes": 3,
+                "partitions": self.partitions,
+                "leaders": self.leaders,
+                "client_calls": "one Writes stream per connection",
+            },
+            "etcd": {
+                "members": 3,
+                "version": self.etcd_version,
+                "client_calls": "one KV.Put call per write",
+            },
             "cores": cores(),
             "fdatasync": {
                 "p50_us": self.limit.append.p50_us,
