@@ -82,6 +82,20 @@ async fn initialize(nodes: &[ClusterNode<Kv>]) {
     nodes[0].initialize(members).await.expect("initialize");
 }
 
+/// Waits until every node sees partition p led by the member at position
+/// p % 3: nodes 1 and 2.
+async fn await_spread_leaders(nodes: &[ClusterNode<Kv>]) {
+    for p in 0..PARTITIONS {
+        let wanted = p as u64 + 1;
+        for n in nodes {
+            eventually("every node to see the spread leader", || {
+                n.metrics(p).expect("partition").current_leader == Some(wanted)
+            })
+            .await;
+        }
+    }
+}
+
 /// Writes `key-{i}` for `i` in `range` through the nodes in turn.
 async fn write_keys(
     nodes: &[ClusterNode<Kv>],
@@ -147,16 +161,7 @@ async fn three_nodes_over_grpc_forward_writes_spread_leaders_and_converge() {
     let nodes = start_cluster(dir.path()).await;
     initialize(&nodes).await;
 
-    // Partition p is led by the member at position p % 3: nodes 1 and 2.
-    for p in 0..PARTITIONS {
-        let wanted = p as u64 + 1;
-        for n in &nodes {
-            eventually("every node to see the spread leader", || {
-                n.metrics(p).expect("partition").current_leader == Some(wanted)
-            })
-            .await;
-        }
-    }
+    await_spread_leaders(&nodes).await;
 
     // Writes through every node, to both partitions: each is answered with
     // the state machine's reply, whichever node leads.
@@ -453,12 +458,15 @@ fn forward_request(key: &str, value: &str, relayed: bool) -> pb::ForwardRequest 
     }
 }
 
-async fn channel_to(node: &ClusterNode<Kv>) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
+/// A write stream to `node`, opened with `secret`.
+async fn open_stream(node: &ClusterNode<Kv>, secret: &str) -> Result<WriteStream, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.addr()))
         .expect("endpoint")
         .connect()
         .await
-        .expect("connect")
+        .expect("connect");
+    let secret = ClusterSecret::new(secret).expect("secret");
+    WriteStream::open(channel, node.addr(), &secret, MAX_MESSAGE_BYTES).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -466,28 +474,15 @@ async fn many_writes_share_one_stream_and_each_is_answered_as_forward_would() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nodes = start_cluster(dir.path()).await;
     initialize(&nodes).await;
-    for p in 0..PARTITIONS {
-        for n in &nodes {
-            eventually("every node to see the spread leader", || {
-                n.metrics(p).expect("partition").current_leader == Some(p as u64 + 1)
-            })
-            .await;
-        }
-    }
-    let secret = ClusterSecret::new(SECRET).expect("secret");
+    await_spread_leaders(&nodes).await;
     let timeout = Duration::from_secs(10);
 
     // Node 3 leads neither partition: it forwards every write it is sent
     // to the leader, itself over its write stream to that node.
     let follower = &nodes[2];
-    let stream = WriteStream::open(
-        channel_to(follower).await,
-        follower.addr(),
-        &secret,
-        MAX_MESSAGE_BYTES,
-    )
-    .await
-    .expect("open a write stream");
+    let stream = open_stream(follower, SECRET)
+        .await
+        .expect("open a write stream");
     let writes = (0..300).map(|i| {
         let key = format!("stream-{i}");
         let stream = &stream;
@@ -563,15 +558,9 @@ async fn many_writes_share_one_stream_and_each_is_answered_as_forward_would() {
     }
 
     // Without the secret, no stream opens.
-    let wrong = ClusterSecret::new("not-the-secret").expect("secret");
-    let err = WriteStream::open(
-        channel_to(follower).await,
-        follower.addr(),
-        &wrong,
-        MAX_MESSAGE_BYTES,
-    )
-    .await
-    .expect_err("wrong secret");
+    let err = open_stream(follower, "not-the-secret")
+        .await
+        .expect_err("wrong secret");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
     // When the node goes, its stream ends: writes through it fail as
