@@ -34,4 +34,4 @@ pub use peers::{PartitionNetwork, Peers};
 pub use secret::{ClusterSecret, SECRET_HEADER};
 pub use service::MAX_MESSAGE_BYTES;
 pub use snapshot_stream::SNAPSHOT_CHUNK_BYTES;
-pub use writes::{MAX_BATCH, MAX_WRITES_IN_FLIGHT, UP_QUEUE, WriteStream};
+pub use writes::{BATCH_BYTES, MAX_BATCH, MAX_WRITES_IN_FLIGHT, UP_QUEUE, WriteStream};

@@ -23,8 +23,10 @@
 //!   the server; past that it stops reading the stream, and HTTP/2's flow
 //!   control stops the sender, whose writers then wait on its queue of
 //!   [`UP_QUEUE`] writes.
-//! - A message carries at most [`MAX_BATCH`] writes or answers, and is
-//!   bounded in bytes by the service's message size.
+//! - A message carries at most [`MAX_BATCH`] writes or answers and, past
+//!   the first, at most [`BATCH_BYTES`] of them. A write too large for a
+//!   message on its own is refused before it is sent (`INVALID_ARGUMENT`):
+//!   it would break the stream for every write sharing it.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -39,6 +41,7 @@ use futures_util::{Stream, StreamExt};
 use missive_proto::v1 as pb;
 use missive_proto::v1::raft_internal_client::RaftInternalClient;
 use pb::write_result::Outcome;
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -53,6 +56,13 @@ pub const MAX_WRITES_IN_FLIGHT: usize = 4096;
 
 /// Most writes, or answers, in one message.
 pub const MAX_BATCH: usize = 1024;
+
+/// Most bytes of writes, or answers, in one message, past its first.
+pub const BATCH_BYTES: usize = 1024 * 1024;
+
+/// What a write's wrapping in a message adds to it, at most: its id, its
+/// tag and length, the batch's tag and length.
+const WRAPPING_BYTES: usize = 32;
 
 /// Writes a client's stream queues before its writers wait.
 pub const UP_QUEUE: usize = 1024;
@@ -174,10 +184,12 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         this.take_in(cx);
-        let mut results = Vec::new();
+        let (mut results, mut bytes) = (Vec::new(), 0);
         while results.len() < MAX_BATCH
+            && bytes < BATCH_BYTES
             && let Poll::Ready(Some(r)) = this.running.poll_next_unpin(cx)
         {
+            bytes += r.encoded_len();
             results.push(r);
         }
         if !results.is_empty() {
@@ -210,6 +222,8 @@ type Waiter = oneshot::Sender<Result<pb::ForwardResponse, Status>>;
 pub struct WriteStream {
     shared: Arc<Shared>,
     up: mpsc::Sender<pb::StreamedWrite>,
+    /// The largest message either side accepts.
+    max_message_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -232,21 +246,8 @@ impl WriteStream {
         secret: &ClusterSecret,
         max_message_bytes: usize,
     ) -> Result<WriteStream, Status> {
-        let (up, mut rx) = mpsc::channel::<pb::StreamedWrite>(UP_QUEUE);
-        // Each poll sends whatever writes are queued as one message.
-        let batches = futures_util::stream::poll_fn(move |cx| {
-            let Some(first) = std::task::ready!(rx.poll_recv(cx)) else {
-                return Poll::Ready(None);
-            };
-            let mut writes = vec![first];
-            while writes.len() < MAX_BATCH
-                && let Ok(w) = rx.try_recv()
-            {
-                writes.push(w);
-            }
-            Poll::Ready(Some(pb::WriteBatch { writes }))
-        });
-        let mut request = Request::new(batches);
+        let (up, rx) = mpsc::channel::<pb::StreamedWrite>(UP_QUEUE);
+        let mut request = Request::new(batches(rx));
         secret.attach(&mut request);
         let mut client = RaftInternalClient::new(channel)
             .max_decoding_message_size(max_message_bytes)
@@ -259,7 +260,11 @@ impl WriteStream {
             broken: AtomicBool::new(false),
         });
         tokio::spawn(read(shared.clone(), answers));
-        Ok(WriteStream { shared, up })
+        Ok(WriteStream {
+            shared,
+            up,
+            max_message_bytes,
+        })
     }
 
     /// Whether the call has ended: every write through it would fail.
@@ -275,6 +280,13 @@ impl WriteStream {
         request: pb::ForwardRequest,
         timeout: Duration,
     ) -> Result<pb::ForwardResponse, Status> {
+        let len = request.encoded_len();
+        if len + WRAPPING_BYTES > self.max_message_bytes {
+            return Err(Status::invalid_argument(format!(
+                "a write of {len} bytes does not fit in a message of at most {} bytes",
+                self.max_message_bytes
+            )));
+        }
         let answer = async {
             let (tx, rx) = oneshot::channel();
             let id = self.shared.register(tx)?;
@@ -301,6 +313,34 @@ impl WriteStream {
             ))),
         }
     }
+}
+
+/// The queued writes as messages: each poll sends whatever is queued as one
+/// message, within its bounds; a write that would pass them opens the next.
+fn batches(mut rx: mpsc::Receiver<pb::StreamedWrite>) -> impl Stream<Item = pb::WriteBatch> {
+    let mut carried: Option<pb::StreamedWrite> = None;
+    futures_util::stream::poll_fn(move |cx| {
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match std::task::ready!(rx.poll_recv(cx)) {
+                Some(w) => w,
+                None => return Poll::Ready(None),
+            },
+        };
+        let mut bytes = first.encoded_len();
+        let mut writes = vec![first];
+        while writes.len() < MAX_BATCH
+            && let Ok(w) = rx.try_recv()
+        {
+            bytes += w.encoded_len();
+            if bytes > BATCH_BYTES {
+                carried = Some(w);
+                break;
+            }
+            writes.push(w);
+        }
+        Poll::Ready(Some(pb::WriteBatch { writes }))
+    })
 }
 
 impl Shared {
@@ -445,7 +485,7 @@ mod tests {
         })
     }
 
-    fn poll<S: Stream + Unpin>(s: &mut S) -> Poll<Option<S::Item>> {
+    fn poll<S: Stream + Unpin + ?Sized>(s: &mut S) -> Poll<Option<S::Item>> {
         s.poll_next_unpin(&mut Context::from_waker(noop_waker_ref()))
     }
 
@@ -516,6 +556,51 @@ mod tests {
         held.finish(5);
         assert_eq!(ids(poll(&mut answers)), vec![0, 1, 2, 3, 4]);
         assert!(matches!(poll(&mut answers), Poll::Ready(None)));
+    }
+
+    /// A write carrying `bytes` bytes of command.
+    fn write_of(id: u64, bytes: usize) -> pb::StreamedWrite {
+        pb::StreamedWrite {
+            id,
+            write: Some(pb::ForwardRequest {
+                command: Some(pb::Command {
+                    body: vec![0; bytes],
+                    request_id: String::new(),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// How many writes each message that is ready now carries.
+    fn sizes(out: &mut (impl Stream<Item = pb::WriteBatch> + Unpin)) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        while let Poll::Ready(Some(b)) = poll(out) {
+            sizes.push(b.writes.len());
+        }
+        sizes
+    }
+
+    #[test]
+    fn queued_writes_leave_in_messages_bounded_by_count_and_bytes() {
+        let (tx, rx) = mpsc::channel(4096);
+        let mut out = Box::pin(batches(rx));
+        for id in 0..2000 {
+            tx.try_send(write_of(id, 10)).unwrap();
+        }
+        assert_eq!(sizes(&mut out), vec![MAX_BATCH, 2000 - MAX_BATCH]);
+
+        // 600 KiB each: two would pass the byte bound, so each goes alone;
+        // one larger than the bound still goes, alone.
+        for id in 0..3 {
+            tx.try_send(write_of(id, 600 * 1024)).unwrap();
+        }
+        tx.try_send(write_of(3, 2 * BATCH_BYTES)).unwrap();
+        tx.try_send(write_of(4, 10)).unwrap();
+        assert_eq!(sizes(&mut out), vec![1, 1, 1, 1, 1]);
+
+        drop(tx);
+        assert!(matches!(poll(&mut out), Poll::Ready(None)));
     }
 
     #[test]

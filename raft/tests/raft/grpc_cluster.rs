@@ -524,8 +524,8 @@ async fn many_writes_share_one_stream_and_each_is_answered_as_forward_would() {
     }
 
     // A relayed write to a node that does not lead is refused as Forward
-    // refuses it, and a write without a request is refused alone: the
-    // stream goes on serving.
+    // refuses it, and a write without a request or too large for a message
+    // is refused alone: the stream goes on serving.
     let refused = stream
         .write(forward_request("stream-0", "x", true), timeout)
         .await
@@ -541,6 +541,12 @@ async fn many_writes_share_one_stream_and_each_is_answered_as_forward_would() {
         relayed: false,
     };
     let refused = stream.write(empty, timeout).await.expect_err("no command");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let huge = "x".repeat(MAX_MESSAGE_BYTES);
+    let refused = stream
+        .write(forward_request("stream-0", &huge, false), timeout)
+        .await
+        .expect_err("larger than a message");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     let again = stream
         .write(forward_request("stream-0", "again", false), timeout)
