@@ -147,8 +147,16 @@ impl Peers {
             return Ok(stream.clone());
         }
         *slot = None;
-        let stream =
-            WriteStream::open(channel, &addr, &self.inner.secret, MAX_MESSAGE_BYTES).await?;
+        // Opened on the runtime the channel's tasks run on, where the
+        // stream's reader is then spawned: it must live as long as the
+        // channel, not as long as whichever runtime made the first write.
+        let secret = self.inner.secret.clone();
+        let opening = self.inner.runtime.spawn(async move {
+            WriteStream::open(channel, &addr, &secret, MAX_MESSAGE_BYTES).await
+        });
+        let stream = opening
+            .await
+            .map_err(|e| Status::unavailable(format!("opening a write stream: {e}")))??;
         let stream = Arc::new(stream);
         *slot = Some(stream.clone());
         Ok(stream)
