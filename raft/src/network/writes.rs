@@ -70,7 +70,7 @@ pub const UP_QUEUE: usize = 1024;
 type Running = Pin<Box<dyn Future<Output = pb::WriteResult> + Send>>;
 
 /// The answers of one `Writes` call: a stream that reads the caller's
-/// batches, runs their writes (with `R`, [`Node`]'s `run` on a node), and
+/// batches, runs their writes (with `R`: a [`Runner`] on a node), and
 /// yields their results as they finish.
 pub(crate) struct Answers<R, B> {
     run: R,
