@@ -117,29 +117,23 @@ impl Peers {
 
     /// A client of node `id`, if its address is known.
     fn client(&self, id: NodeId) -> Result<RaftInternalClient<Channel>, Status> {
+        self.peer(id, |p| client_of(p.channel.clone()))
+    }
+
+    /// `f` of node `id`'s entry, if its address is known.
+    fn peer<T>(&self, id: NodeId, f: impl FnOnce(&Peer) -> T) -> Result<T, Status> {
         let channels = self
             .inner
             .channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        channels
-            .get(&id)
-            .map(|p| client_of(p.channel.clone()))
-            .ok_or_else(|| unknown_address(id))
+        channels.get(&id).map(f).ok_or_else(|| unknown_address(id))
     }
 
     /// The open write stream to node `id`, opening one if there is none or
     /// the last has ended. Fails as opening the call does (nothing is sent).
     async fn write_stream(&self, id: NodeId) -> Result<Arc<WriteStream>, Status> {
-        let (addr, channel, slot) = {
-            let channels = self
-                .inner
-                .channels
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let p = channels.get(&id).ok_or_else(|| unknown_address(id))?;
-            (p.addr.clone(), p.channel.clone(), p.writes.clone())
-        };
+        let slot = self.peer(id, |p| p.writes.clone())?;
         let mut slot = slot.lock().await;
         if let Some(stream) = slot.as_ref()
             && !stream.is_broken()
@@ -147,6 +141,7 @@ impl Peers {
             return Ok(stream.clone());
         }
         *slot = None;
+        let (addr, channel) = self.peer(id, |p| (p.addr.clone(), p.channel.clone()))?;
         // Opened on the runtime the channel's tasks run on, where the
         // stream's reader is then spawned: it must live as long as the
         // channel, not as long as whichever runtime made the first write.

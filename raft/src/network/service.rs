@@ -56,13 +56,10 @@ pub(crate) async fn forward_write<SM: StateMachine>(
     node: &Node<SM>,
     req: pb::ForwardRequest,
 ) -> Result<pb::ForwardResponse, Status> {
-    let command = req
+    let command: Command = req
         .command
-        .ok_or_else(|| Status::invalid_argument("a forwarded write without a command"))?;
-    let command = Command {
-        body: command.body,
-        request_id: command.request_id,
-    };
+        .ok_or_else(|| Status::invalid_argument("a forwarded write without a command"))?
+        .into();
     let (reply, index) = if req.relayed {
         node.write_local(req.partition, command).await
     } else {

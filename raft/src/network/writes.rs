@@ -212,6 +212,10 @@ fn failed(status: &Status) -> Outcome {
     })
 }
 
+/// A write waiting to be sent, with the length of its request encoded,
+/// measured once when it was checked against the message size.
+type Queued = (pb::StreamedWrite, usize);
+
 /// What a writer waits for.
 type Waiter = oneshot::Sender<Result<pb::ForwardResponse, Status>>;
 
@@ -221,7 +225,8 @@ type Waiter = oneshot::Sender<Result<pb::ForwardResponse, Status>>;
 #[derive(Debug)]
 pub struct WriteStream {
     shared: Arc<Shared>,
-    up: mpsc::Sender<pb::StreamedWrite>,
+    /// Queued writes, each with its encoded length.
+    up: mpsc::Sender<Queued>,
     /// The largest message either side accepts.
     max_message_bytes: usize,
 }
@@ -246,7 +251,7 @@ impl WriteStream {
         secret: &ClusterSecret,
         max_message_bytes: usize,
     ) -> Result<WriteStream, Status> {
-        let (up, rx) = mpsc::channel::<pb::StreamedWrite>(UP_QUEUE);
+        let (up, rx) = mpsc::channel::<Queued>(UP_QUEUE);
         let mut request = Request::new(batches(rx));
         secret.attach(&mut request);
         let mut client = RaftInternalClient::new(channel)
@@ -299,7 +304,7 @@ impl WriteStream {
                 write: Some(request),
             };
             self.up
-                .send(write)
+                .send((write, len))
                 .await
                 .map_err(|_| self.shared.broken_status())?;
             rx.await
@@ -317,24 +322,23 @@ impl WriteStream {
 
 /// The queued writes as messages: each poll sends whatever is queued as one
 /// message, within its bounds; a write that would pass them opens the next.
-fn batches(mut rx: mpsc::Receiver<pb::StreamedWrite>) -> impl Stream<Item = pb::WriteBatch> {
-    let mut carried: Option<pb::StreamedWrite> = None;
+fn batches(mut rx: mpsc::Receiver<Queued>) -> impl Stream<Item = pb::WriteBatch> {
+    let mut carried: Option<Queued> = None;
     futures_util::stream::poll_fn(move |cx| {
-        let first = match carried.take() {
-            Some(w) => w,
+        let (first, mut bytes) = match carried.take() {
+            Some(q) => q,
             None => match std::task::ready!(rx.poll_recv(cx)) {
-                Some(w) => w,
+                Some(q) => q,
                 None => return Poll::Ready(None),
             },
         };
-        let mut bytes = first.encoded_len();
         let mut writes = vec![first];
         while writes.len() < MAX_BATCH
-            && let Ok(w) = rx.try_recv()
+            && let Ok((w, len)) = rx.try_recv()
         {
-            bytes += w.encoded_len();
+            bytes += len;
             if bytes > BATCH_BYTES {
-                carried = Some(w);
+                carried = Some((w, len));
                 break;
             }
             writes.push(w);
@@ -558,18 +562,22 @@ mod tests {
         assert!(matches!(poll(&mut answers), Poll::Ready(None)));
     }
 
-    /// A write carrying `bytes` bytes of command.
-    fn write_of(id: u64, bytes: usize) -> pb::StreamedWrite {
-        pb::StreamedWrite {
-            id,
-            write: Some(pb::ForwardRequest {
-                command: Some(pb::Command {
-                    body: vec![0; bytes],
-                    request_id: String::new(),
-                }),
-                ..Default::default()
+    /// A write carrying `bytes` bytes of command, queued as
+    /// [`WriteStream::write`] queues it.
+    fn queued(id: u64, bytes: usize) -> Queued {
+        let request = pb::ForwardRequest {
+            command: Some(pb::Command {
+                body: vec![0; bytes],
+                request_id: String::new(),
             }),
-        }
+            ..Default::default()
+        };
+        let len = request.encoded_len();
+        let write = pb::StreamedWrite {
+            id,
+            write: Some(request),
+        };
+        (write, len)
     }
 
     /// How many writes each message that is ready now carries.
@@ -586,17 +594,17 @@ mod tests {
         let (tx, rx) = mpsc::channel(4096);
         let mut out = Box::pin(batches(rx));
         for id in 0..2000 {
-            tx.try_send(write_of(id, 10)).unwrap();
+            tx.try_send(queued(id, 10)).unwrap();
         }
         assert_eq!(sizes(&mut out), vec![MAX_BATCH, 2000 - MAX_BATCH]);
 
         // 600 KiB each: two would pass the byte bound, so each goes alone;
         // one larger than the bound still goes, alone.
         for id in 0..3 {
-            tx.try_send(write_of(id, 600 * 1024)).unwrap();
+            tx.try_send(queued(id, 600 * 1024)).unwrap();
         }
-        tx.try_send(write_of(3, 2 * BATCH_BYTES)).unwrap();
-        tx.try_send(write_of(4, 10)).unwrap();
+        tx.try_send(queued(3, 2 * BATCH_BYTES)).unwrap();
+        tx.try_send(queued(4, 10)).unwrap();
         assert_eq!(sizes(&mut out), vec![1, 1, 1, 1, 1]);
 
         drop(tx);

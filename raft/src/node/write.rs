@@ -15,7 +15,6 @@
 
 use std::time::Duration;
 
-use missive_proto::v1 as pb;
 use openraft::errors::ClientWriteError;
 use tokio::time::Instant;
 
@@ -88,10 +87,7 @@ impl<SM: StateMachine> Node<SM> {
             self.inner.peers.learn(leader, addr);
         }
         let timeout = deadline.saturating_duration_since(Instant::now());
-        let wire = pb::Command {
-            body: command.body.clone(),
-            request_id: command.request_id.clone(),
-        };
+        let wire = command.clone().into();
         match self.inner.peers.forward(leader, p, wire, timeout).await {
             Ok(resp) => Ok((Reply { body: resp.reply }, resp.index)),
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(Error::NotLeader {
@@ -164,6 +160,8 @@ fn refused(s: &tonic::Status) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use missive_proto::v1 as pb;
+
     use super::*;
     use crate::network::{ClusterSecret, Peers};
 

@@ -12,15 +12,30 @@ use super::impl_membership::{membership_from_pb, membership_to_pb};
 use crate::error::{Error, Result};
 use crate::types::{Command, Entry, LogId, Payload};
 
+impl From<Command> for pb::Command {
+    fn from(c: Command) -> pb::Command {
+        pb::Command {
+            body: c.body,
+            request_id: c.request_id,
+        }
+    }
+}
+
+impl From<pb::Command> for Command {
+    fn from(c: pb::Command) -> Command {
+        Command {
+            body: c.body,
+            request_id: c.request_id,
+        }
+    }
+}
+
 /// The envelope of `entry`: what the log stores and the transport carries.
 pub(crate) fn envelope(entry: &Entry) -> pb::LogEntry {
     let payload = match &entry.payload {
         Payload::Blank => log_entry::Payload::Blank(pb::Blank {}),
         Payload::Membership(m) => log_entry::Payload::Membership(membership_to_pb(m)),
-        Payload::Normal(c) => log_entry::Payload::Command(pb::Command {
-            body: c.body.clone(),
-            request_id: c.request_id.clone(),
-        }),
+        Payload::Normal(c) => log_entry::Payload::Command(c.clone().into()),
     };
     pb::LogEntry {
         envelope_version: ENVELOPE_VERSION,
@@ -70,10 +85,7 @@ pub(crate) fn decode_envelope(
         Some(log_entry::Payload::Membership(m)) => {
             Payload::Membership(membership_from_pb(&m).map_err(|e| corrupt(e.to_string()))?)
         }
-        Some(log_entry::Payload::Command(c)) => Payload::Normal(Command {
-            body: c.body,
-            request_id: c.request_id,
-        }),
+        Some(log_entry::Payload::Command(c)) => Payload::Normal(c.into()),
         // A payload case this build does not know decodes as none: stop
         // rather than skip it (see log.proto).
         None => {

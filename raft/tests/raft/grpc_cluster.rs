@@ -126,6 +126,20 @@ async fn applied(node: &ClusterNode<Kv>, p: u32, index: Option<u64>) {
     .await;
 }
 
+/// Waits until every node applied each partition up to its leader's last
+/// entry (partition p is led by the node at position p).
+async fn await_converged(nodes: &[ClusterNode<Kv>]) {
+    for p in 0..PARTITIONS {
+        let last = nodes[p as usize]
+            .metrics(p)
+            .expect("partition")
+            .last_log_index;
+        for n in nodes {
+            applied(n, p, last).await;
+        }
+    }
+}
+
 /// The key-value pairs of every partition of `node`.
 fn state(node: &ClusterNode<Kv>) -> BTreeMap<String, String> {
     let mut all = BTreeMap::new();
@@ -178,15 +192,7 @@ async fn three_nodes_over_grpc_forward_writes_spread_leaders_and_converge() {
     expected.insert("key-0".into(), "changed".into());
 
     // Every node converges to the same state, partition by partition.
-    for p in 0..PARTITIONS {
-        let last = nodes[p as usize]
-            .metrics(p)
-            .expect("partition")
-            .last_log_index;
-        for n in &nodes {
-            applied(n, p, last).await;
-        }
-    }
+    await_converged(&nodes).await;
     let states: Vec<_> = nodes.iter().map(state).collect();
     assert_eq!(states[0], expected);
     assert_eq!(states[1], expected);
@@ -447,13 +453,9 @@ async fn leadership_returns_to_its_preferred_node_after_a_restart() {
 
 /// A key-value write of `key` as the internal calls carry it.
 fn forward_request(key: &str, value: &str, relayed: bool) -> pb::ForwardRequest {
-    let command = kv::set(key, value);
     pb::ForwardRequest {
         partition: partition_of(key.as_bytes(), PARTITIONS),
-        command: Some(pb::Command {
-            body: command.body,
-            request_id: command.request_id,
-        }),
+        command: Some(kv::set(key, value).into()),
         relayed,
     }
 }
@@ -510,15 +512,7 @@ async fn many_writes_share_one_stream_and_each_is_answered_as_forward_would() {
     let expected: BTreeMap<String, String> = (0..300)
         .map(|i| (format!("stream-{i}"), format!("v{i}")))
         .collect();
-    for p in 0..PARTITIONS {
-        let last = nodes[p as usize]
-            .metrics(p)
-            .expect("partition")
-            .last_log_index;
-        for n in &nodes {
-            applied(n, p, last).await;
-        }
-    }
+    await_converged(&nodes).await;
     for n in &nodes {
         assert_eq!(state(n), expected);
     }

@@ -322,13 +322,9 @@ impl Writer for MissiveWriter {
         let p = self.partition_of_client[client];
         let streams = &self.leaders[p as usize];
         let stream = &streams[connection_of(client, streams.len())];
-        let command = kv::set(&self.keys[client], &self.value);
         let write = pb::ForwardRequest {
             partition: p,
-            command: Some(pb::Command {
-                body: command.body,
-                request_id: command.request_id,
-            }),
+            command: Some(kv::set(&self.keys[client], &self.value).into()),
             relayed: false,
         };
         let resp = stream.write(write, WRITE_TIMEOUT).await?;
