@@ -9,6 +9,8 @@
 //! Each WebSocket is one file descriptor, so the process raises its soft
 //! limit of open files to the hard limit before it listens: the connection
 //! cap (`--max-connections`) is only reachable if the descriptors are there.
+//! Past what one process may open, `--workers N` makes the gateway N
+//! processes sharing its port (`gateway_workers`).
 
 use std::process::ExitCode;
 
@@ -36,9 +38,26 @@ pub struct GatewayArgs {
     /// Open WebSocket connections at most; more are refused with HTTP 503.
     #[arg(long, default_value_t = missive_gateway::limits::MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Worker processes sharing the listening port, each holding up to its
+    /// share of `--max-connections`: one process can open no more files
+    /// than its hard limit (`ulimit -Hn`), and every WebSocket is one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+    #[command(flatten)]
+    worker: crate::gateway_workers::WorkerArgs,
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    if args.workers > 1 && args.worker.worker().is_none() {
+        return crate::gateway_workers::supervise(&crate::gateway_workers::Plan {
+            listen: &args.listen,
+            workers: args.workers,
+            nodes: &args.nodes,
+            max_connections: args.max_connections,
+            // A worker's own graceful stop, and time to exit after it.
+            stop_grace: Limits::default().shutdown_grace + std::time::Duration::from_secs(5),
+        });
+    }
     let files = raise_open_files();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,8 +81,13 @@ pub(crate) fn raise_open_files() -> Option<u64> {
 }
 
 async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode> {
+    let worker = args.worker.worker();
+    if let Some(w) = &worker {
+        w.follow_supervisor()?;
+    }
+    let max_connections = crate::gateway_workers::share(args.max_connections, args.workers);
     let limits = Limits {
-        max_connections: args.max_connections,
+        max_connections,
         ..Limits::default()
     };
     let node_tls = args
@@ -78,16 +102,34 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
     if let Some(tls) = tls {
         gateway = gateway.with_tls(tls).context("enabling TLS")?;
     }
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
     let files = files.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
-    say!(
-        "missive gateway on {scheme}://{}/ws in front of {} (at most {} connections; {files} open files)",
-        args.listen,
-        args.nodes.join(", "),
-        args.max_connections,
-    );
+    let listener = match &worker {
+        Some(w) => {
+            let listener = w.listen()?;
+            gateway.set_metrics(w.metrics_source(gateway.clone()));
+            w.answer_siblings(gateway.clone())?;
+            say!(
+                "missive gateway worker {} (pid {}) on {scheme}://{}/ws (at most {} connections; {files} open files)",
+                w.index(),
+                std::process::id(),
+                listener.local_addr()?,
+                max_connections,
+            );
+            listener
+        }
+        None => {
+            let listener = TcpListener::bind(&args.listen)
+                .await
+                .with_context(|| format!("listening on {}", args.listen))?;
+            say!(
+                "missive gateway on {scheme}://{}/ws in front of {} (at most {} connections; {files} open files)",
+                args.listen,
+                args.nodes.join(", "),
+                args.max_connections,
+            );
+            listener
+        }
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     gateway
@@ -99,6 +141,9 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
         })
         .await
         .context("serving the gateway")?;
-    say!("missive gateway stopped");
+    match &worker {
+        Some(w) => say!("missive gateway worker {} stopped", w.index()),
+        None => say!("missive gateway stopped"),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,7 @@ mod admin_cmd;
 mod allocator;
 mod cluster_cmd;
 mod gateway_cmd;
+mod gateway_workers;
 mod jwt_arg;
 mod kv_cmd;
 mod log_audit;

@@ -186,7 +186,7 @@ impl Gateway {
     /// Adds the gateway's series (`missive_ws_*`) to `registry`, read from
     /// its counters at each scrape.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        registry.register_collector(Box::new(crate::metrics::StatsCollector(
+        registry.register_collector(Box::new(crate::metrics::StatsCollector::Live(
             self.inner.ctx.stats.clone(),
         )));
     }

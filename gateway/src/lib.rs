@@ -60,7 +60,7 @@ pub mod gateway;
 pub mod limits;
 pub mod link;
 pub mod media;
-mod metrics;
+pub mod metrics;
 pub mod nodes;
 pub mod outbox;
 pub mod protocol;

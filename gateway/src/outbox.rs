@@ -58,6 +58,20 @@ pub struct StatsSnapshot {
     pub rate_limited: u64,
 }
 
+impl StatsSnapshot {
+    /// Adds `other`'s counts to these, as one gateway of several processes
+    /// reports them: connections and counters add up; the high-water mark
+    /// is the larger.
+    pub fn merge(&mut self, other: &StatsSnapshot) {
+        self.connections += other.connections;
+        self.refused += other.refused;
+        self.slow_consumers += other.slow_consumers;
+        self.queue_high_water = self.queue_high_water.max(other.queue_high_water);
+        self.requests += other.requests;
+        self.rate_limited += other.rate_limited;
+    }
+}
+
 impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {

@@ -4,6 +4,7 @@
 
 mod cli_log;
 mod cluster_process;
+mod gateway_workers;
 mod log_backup_process;
 mod log_replay_restore;
 mod serve_process;

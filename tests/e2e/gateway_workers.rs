@@ -1,0 +1,356 @@
+//! `missive gateway --workers N`: one gateway of several processes sharing
+//! its port, in front of a real `missive serve`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{BIN, Serve, missive, text, token};
+
+/// Connections the test opens: enough that the kernel's hash puts some on
+/// every worker (all on one of two: a chance of 2 in 2^40).
+const CONNECTIONS: usize = 40;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A `missive gateway --workers N` process and the lines it prints.
+struct Gateway {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Where its workers listen.
+    addr: String,
+    /// Each worker's process id, by index, as last announced.
+    workers: Vec<u32>,
+}
+
+impl Gateway {
+    fn start(node_grpc: &str, workers: u16) -> Gateway {
+        let mut child = Command::new(BIN)
+            .args(["gateway", "--node", node_grpc, "--listen", "127.0.0.1:0"])
+            .args([
+                "--workers",
+                &workers.to_string(),
+                "--max-connections",
+                "100",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn missive gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut gw = Gateway {
+            child,
+            lines,
+            addr: String::new(),
+            workers: vec![0; usize::from(workers)],
+        };
+        loop {
+            let line = gw.next_line();
+            if let Some(rest) = line.strip_prefix("missive gateway on ws://") {
+                gw.addr = rest.split('/').next().expect("an address").to_owned();
+                let each = 100_u16.div_ceil(workers);
+                assert!(
+                    line.contains(&format!(
+                        "{workers} worker processes, at most {each} connections each"
+                    )),
+                    "{line}"
+                );
+                break;
+            }
+        }
+        assert!(gw.workers.iter().all(|&p| p != 0), "{:?}", gw.workers);
+        gw
+    }
+
+    /// The next line printed, noting the workers' announcements.
+    fn next_line(&mut self) -> String {
+        let line = self
+            .lines
+            .recv_timeout(WAIT)
+            .expect("the gateway prints a line in time");
+        if let Some((index, pid)) = worker_announcement(&line) {
+            self.workers[index] = pid;
+        }
+        line
+    }
+
+    /// Waits for worker `index` to be announced again by a process other
+    /// than `old`.
+    fn await_restart(&mut self, index: usize, old: u32) {
+        while self.workers[index] == old {
+            self.next_line();
+        }
+    }
+
+    fn supervisor(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The directory of the workers' counter sockets.
+    fn socket_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("missive-gateway.{}", self.supervisor()))
+    }
+
+    /// Worker `index`'s open connections, asked on its counters socket.
+    fn connections_of(&self, index: usize) -> u64 {
+        let path = self.socket_dir().join(format!("worker-{index}.sock"));
+        let mut s = std::os::unix::net::UnixStream::connect(&path).expect("the worker's socket");
+        let mut line = String::new();
+        s.read_to_string(&mut line).expect("read the counters");
+        line.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("a count first")
+    }
+
+    /// `GET /metrics` on the shared port: `(missive_ws_workers,
+    /// missive_ws_connections)`.
+    fn metrics(&self) -> (u64, u64) {
+        let mut c = TcpStream::connect(&self.addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut body = String::new();
+        c.read_to_string(&mut body).expect("read");
+        let value = |name: &str| -> u64 {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in\n{body}"))
+        };
+        (value("missive_ws_workers"), value("missive_ws_connections"))
+    }
+
+    /// Waits until the metrics read `want`, whichever worker answers.
+    fn await_metrics(&self, want: (u64, u64)) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            // Several scrapes: each may reach another worker.
+            if (0..4).all(|_| self.metrics() == want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrics {:?}, want {want:?}",
+                self.metrics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(index, pid)` from "missive gateway worker I (pid P) on …".
+fn worker_announcement(line: &str) -> Option<(usize, u32)> {
+    let rest = line.strip_prefix("missive gateway worker ")?;
+    let (index, rest) = rest.split_once(" (pid ")?;
+    let (pid, _) = rest.split_once(')')?;
+    Some((index.parse().ok()?, pid.parse().ok()?))
+}
+
+/// Whether process `pid` is gone (or a zombie nobody has reaped yet).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+fn await_gone(pid: u32) {
+    let deadline = Instant::now() + WAIT;
+    while !gone(pid) {
+        assert!(Instant::now() < deadline, "process {pid} is still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A WebSocket to `addr`, authenticated as `user`.
+async fn connect(addr: &str, token: &str) -> Ws {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+        .await
+        .expect("WebSocket");
+    let auth = serde_json::json!({"type": "auth", "req_id": 1, "token": token});
+    ws.send(Message::text(auth.to_string()))
+        .await
+        .expect("send");
+    let answer = next_json(&mut ws).await;
+    assert_eq!(answer["type"], "result", "{answer}");
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("a frame");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).expect("JSON");
+        }
+    }
+}
+
+/// Whether `ws` still answers a ping.
+async fn answers_ping(ws: &mut Ws) -> bool {
+    let ping = serde_json::json!({"type": "ping", "req_id": 3});
+    if ws.send(Message::text(ping.to_string())).await.is_err() {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                return serde_json::from_str::<serde_json::Value>(&t)
+                    .is_ok_and(|v| v["type"] == "pong");
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Reads `ws` until it ends; the close code it got, if any.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("ends in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_of_two_workers_serves_on_one_port_survives_a_worker_kill_and_stops_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("data"));
+    let mut gw = Gateway::start(&serve.grpc, 2);
+    gw.await_metrics((2, 0));
+
+    // Every connection is served, whichever worker the kernel gave it to:
+    // a ping goes through the worker to the node and back.
+    let tokens: Vec<String> = (0..CONNECTIONS).map(|i| token(&format!("w{i}"))).collect();
+    let mut clients = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let mut ws = connect(&gw.addr, t).await;
+        let ping = serde_json::json!({"type": "ping", "req_id": 2});
+        ws.send(Message::text(ping.to_string()))
+            .await
+            .expect("send");
+        let pong = next_json(&mut ws).await;
+        assert_eq!(pong["type"], "pong", "connection {i}: {pong}");
+        clients.push(ws);
+    }
+    // Both workers hold some, and any worker's /metrics counts all.
+    let held = [gw.connections_of(0), gw.connections_of(1)];
+    assert!(held.iter().all(|&n| n > 0), "{held:?}");
+    assert_eq!(held.iter().sum::<u64>(), CONNECTIONS as u64);
+    gw.await_metrics((2, CONNECTIONS as u64));
+
+    // A worker killed: its clients lose their connections, the other
+    // worker's keep theirs, and the supervisor starts it again.
+    let victim = gw.workers[1];
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &victim.to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    gw.await_restart(1, victim);
+    gw.await_metrics((2, held[0]));
+    let mut dropped = 0;
+    let mut kept = Vec::new();
+    for mut ws in clients {
+        if answers_ping(&mut ws).await {
+            kept.push(ws);
+        } else {
+            dropped += 1;
+        }
+    }
+    assert_eq!((kept.len() as u64, dropped), (held[0], held[1]));
+    // New connections reach the restarted worker too.
+    for t in &tokens {
+        kept.push(connect(&gw.addr, t).await);
+    }
+    let now = [gw.connections_of(0), gw.connections_of(1)];
+    assert!(now[1] > 0, "{now:?}");
+
+    // SIGTERM to the supervisor: every client is told to reconnect
+    // elsewhere (1012), every worker exits, and so does the gateway.
+    let workers = gw.workers.clone();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &gw.supervisor().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    for ws in &mut kept {
+        assert_eq!(close_code(ws).await, Some(1012));
+    }
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = gw.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    for pid in workers {
+        await_gone(pid);
+    }
+    assert!(!gw.socket_dir().exists());
+}
+
+#[test]
+fn workers_end_with_their_supervisor_and_a_count_of_zero_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("data"));
+    let mut gw = Gateway::start(&serve.grpc, 3);
+    let workers = gw.workers.clone();
+    // SIGKILL leaves the supervisor no chance to stop them: they stop
+    // themselves.
+    gw.child.kill().expect("kill the supervisor");
+    gw.child.wait().expect("reap it");
+    for pid in workers {
+        await_gone(pid);
+    }
+
+    let out = missive(&["gateway", "--node", &serve.grpc, "--workers", "0"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--workers"), "{}", text(&out));
+}
