@@ -102,6 +102,7 @@ pub(crate) async fn missive(
 /// `users` connections to the relay at `relay`, connection `u` named `u`
 /// (so paired with `u ^ 1`); frames carry `conversations` as on missive.
 pub(crate) async fn relay(
+    name: &'static str,
     relay: SocketAddr,
     users: usize,
     conversations: &[String],
@@ -114,7 +115,7 @@ pub(crate) async fn relay(
     })
     .await
     .context("connecting relay users")?;
-    Ok(Fleet::new(crate::RELAY, conns, conversations, clock))
+    Ok(Fleet::new(name, conns, conversations, clock))
 }
 
 /// Runs `f(0..n)` with at most [`SETTING_UP`] at once; the results in order,

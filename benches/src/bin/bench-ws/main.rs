@@ -6,11 +6,14 @@
 //! ```text
 //! cargo run --release -p missive-benches --bin bench-ws -- [--quick]
 //!     [--idle N] [--users N] [--missive PATH] [--timeline FILE] [--goal-only]
+//!     [--idle-only]
 //! ```
 //!
 //! `--goal-only` runs `missive serve` at the goal rate alone (its runs and
 //! the soak; no idle phase, step-up or other system) and prints their
 //! figures as JSON: for comparing two builds, alternated, in little time.
+//! `--idle-only` runs the idle phase alone and prints its figures (its part
+//! of the table and goals, then a JSON line).
 //!
 //! # Method
 //!
@@ -23,15 +26,26 @@
 //!   gateway` process reaching it over gRPC (**node+gateway**; the idle
 //!   phase uses this one, so that the gateway's resident memory, VmRSS in
 //!   /proc, is its own). Each phase gets fresh processes and data.
-//! - **Idle**: N WebSockets (100,000; `--quick` 5,000; at most the
-//!   open-file limit less 1,000, which without `CAP_SYS_RESOURCE` stays at
-//!   its hard limit) to the one gateway,
+//! - **Idle**: N WebSockets (100,000; `--quick` 5,000) to the one gateway,
 //!   spread over 64 loopback source addresses (one address has only ~28,000
 //!   ephemeral ports), opened 256 at a time (authentication is a node call
 //!   each). Each authenticates; the gateway's RSS is read; then each
 //!   subscribes (a live `Subscribe` stream per connection, node to gateway)
 //!   and it is read again. KiB per connection = RSS growth / connections
 //!   still open. Clients keep reading, so the gateway's pings are answered.
+//!   Each connection is a descriptor on each side, and one process holds at
+//!   most its open-file limit less 1,000 (without `CAP_SYS_RESOURCE` the
+//!   limit stays at its hard limit). When N is more, the gateway is started
+//!   as W = ⌈N / (limit − 1,000)⌉ worker processes (`missive gateway
+//!   --workers W`: children of the `missive gateway` process, sharing its
+//!   port), and its RSS is the sum over that process and its children, read
+//!   afresh each time; the clients are held by as many child processes of
+//!   this executable (an internal `--hold-idle` mode: each opens its share
+//!   of the users, then subscribes and closes them when the benchmark says,
+//!   over its stdin, and reports its counts on stdout), and the benchmark
+//!   reads memory between the steps as with one process. The output says
+//!   how many processes each side used. The delivery phases' separate
+//!   gateway is always one process.
 //! - **Delivery**: U users (10,000; `--quick` 1,000), subscribed, in pairs
 //!   each in a direct conversation. An open-loop generator (module `load`)
 //!   offers a fixed rate of sends spread evenly over all users, so no user
@@ -81,7 +95,7 @@
 //! - `rlimit`: the open-file limit.
 //! - `servers`: the node and gateway processes, their memory.
 //! - `client`: WebSocket clients and the protocol frames the setup sends.
-//! - `idle`: the idle-connection phase.
+//! - `idle`: the idle-connection phase, and its holder processes.
 //! - `fleets`: the paired users of the delivery phase, on each system.
 //! - `load`: the open-loop generator and its figures.
 //! - `relay`: the bare relay.
@@ -113,8 +127,9 @@ use crate::servers::{Layout, Missive};
 pub(crate) const SERVE: &str = "missive serve";
 pub(crate) const SPLIT: &str = "node+gateway";
 pub(crate) const RELAY: &str = "bare relay";
+pub(crate) const DURABLE_RELAY: &str = "durable relay";
 
-const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY] [--timeline FILE] [--goal-only]";
+const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY] [--timeline FILE] [--goal-only] [--idle-only]";
 
 /// The rate the latency goal is set at, msg/s.
 pub(crate) const GOAL_RATE: f64 = 5_000.0;
@@ -210,6 +225,7 @@ struct Args {
     missive: Option<PathBuf>,
     timeline: Option<PathBuf>,
     goal_only: bool,
+    idle_only: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -220,6 +236,7 @@ fn parse_args() -> Result<Args> {
         missive: None,
         timeline: None,
         goal_only: false,
+        idle_only: false,
     };
     let count = |v: Option<std::ffi::OsString>, what: &str| -> Result<usize> {
         v.as_ref()
@@ -233,6 +250,7 @@ fn parse_args() -> Result<Args> {
         match arg.to_str() {
             Some("--quick") => args.quick = true,
             Some("--goal-only") => args.goal_only = true,
+            Some("--idle-only") => args.idle_only = true,
             Some("--idle") => args.idle = Some(count(it.next(), "--idle")?),
             Some("--users") => args.users = Some(count(it.next(), "--users")?),
             Some("--missive") => {
@@ -248,12 +266,17 @@ fn parse_args() -> Result<Args> {
             _ => bail!("unknown argument {arg:?}; usage: {USAGE}"),
         }
     }
+    if args.goal_only && args.idle_only {
+        bail!("--goal-only and --idle-only exclude each other");
+    }
     Ok(args)
 }
 
 fn main() -> Result<()> {
-    if std::env::args().nth(1).as_deref() == Some(relay::SERVE_FLAG) {
-        return relay::serve();
+    match std::env::args().nth(1).as_deref() {
+        Some(relay::SERVE_FLAG) => return relay::serve(),
+        Some(idle::HOLD_FLAG) => return idle::hold_process(),
+        _ => {}
     }
     let started = Instant::now();
     let args = parse_args()?;
@@ -268,16 +291,10 @@ fn main() -> Result<()> {
     }
     let open_files = rlimit::raise_open_files()?;
     // Every connection is a descriptor in this process and one in the
-    // gateway; without CAP_SYS_RESOURCE the hard limit caps both.
+    // gateway; without CAP_SYS_RESOURCE the hard limit caps both. The idle
+    // phase spreads its connections over processes on both sides (module
+    // `idle`); a delivery fleet is one process's.
     let room = open_files.saturating_sub(SPARE_FILES) as usize;
-    if plan.idle > room {
-        eprintln!(
-            "the open-file limit ({open_files}) allows {room} idle connections, not {}: \
-             opening {room}",
-            plan.idle
-        );
-        plan.idle = room;
-    }
     if plan.users > room {
         bail!(
             "the open-file limit is {open_files}; {} users need more",
@@ -320,22 +337,27 @@ fn main() -> Result<()> {
     }
     // Declared after `dir`, so dropped (processes killed) before the
     // directory they write in is removed, on every path out of here.
-    let mut missive = Missive::start(
+    let mut missive = idle::start(
         &binary,
         &dir.path().join("idle"),
         JWT_SECRET,
-        plan.idle + 100,
-        Layout::Separate,
+        plan.idle,
+        room,
     )?;
-    let idle = rt.block_on(idle::run(&mut missive, &auth, plan.idle))?;
+    let idle = rt.block_on(idle::run(&mut missive, JWT_SECRET, plan.idle, room))?;
     missive.stop()?;
+    if args.idle_only {
+        report::print_idle(&idle, plan.quick, open_files);
+        println!("{}", report::idle_only_json(&idle, plan.quick, open_files));
+        return Ok(());
+    }
 
     // One system at a time: the open-file limit may hold only one fleet.
     let mut deliveries = Vec::new();
     let mut conversations = Vec::new();
     for (name, layout, sub) in [
         (SERVE, Layout::Embedded, "delivery"),
-        (SPLIT, Layout::Separate, "delivery-gateway"),
+        (SPLIT, Layout::Separate { workers: 1 }, "delivery-gateway"),
     ] {
         let (d, convs) = rt.block_on(deliver_missive(
             &binary,
@@ -349,13 +371,23 @@ fn main() -> Result<()> {
         conversations = convs;
         deliveries.push(d);
     }
-    let relay = Relay::start()?;
-    let relay_report = rt.block_on(async {
-        let r = fleets::relay(relay.addr, plan.users, &conversations, clock).await?;
-        // The relay's CPU in the gateway's column; it has no node.
-        deliver(r, plan, None, [u32::MAX, relay.pid()], timeline).await
-    })?;
-    drop(relay);
+    // The bare relay, then the durable one (its journal in this run's
+    // directory, on the disk the node's data was on).
+    let mut relays = Vec::new();
+    for (name, journal) in [
+        (RELAY, None),
+        (DURABLE_RELAY, Some(dir.path().join("relay-journal"))),
+    ] {
+        let relay = Relay::start(journal.as_deref())?;
+        relays.push(rt.block_on(async {
+            let r = fleets::relay(name, relay.addr, plan.users, &conversations, clock).await?;
+            // The relay's CPU in the gateway's column; it has no node.
+            deliver(r, plan, None, [u32::MAX, relay.pid()], timeline).await
+        })?);
+    }
+    let [relay_report, durable_relay]: [Delivery; 2] = relays
+        .try_into()
+        .map_err(|_| anyhow!("one delivery per relay"))?;
     let [serve, split]: [Delivery; 2] = deliveries
         .try_into()
         .map_err(|_| anyhow!("one delivery per layout"))?;
@@ -367,6 +399,7 @@ fn main() -> Result<()> {
         missive: serve,
         split,
         relay: relay_report,
+        durable_relay,
     };
     let runtime = started.elapsed();
     report.print_table(runtime);

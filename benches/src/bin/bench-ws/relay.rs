@@ -8,10 +8,22 @@
 //! queue of [`QUEUE`] frames (the gateway's send queue) drained by its own
 //! writer task, as in the gateway. The relay is a process of its own (see
 //! [`Relay`]).
+//!
+//! **Durable**, the relay also writes every frame to a file and makes it
+//! durable before it forwards it: the limit of a chat that delivers nothing
+//! before it is on disk, as missive delivers nothing before its log holds
+//! it. One thread (the [`Journal`]) takes whatever frames are waiting, up to
+//! [`JOURNAL_BATCH`], writes them with one `pwrite` over zeros written
+//! ahead (as missive's log writes over prepared space, so no fdatasync
+//! commits filesystem metadata), fdatasyncs, then forwards each: group
+//! commit, with nothing else to do.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +43,29 @@ const QUEUE: usize = missive_gateway::limits::SEND_QUEUE;
 /// up or insert, never across an await.
 type Peers = Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>;
 
+/// Frames waiting for the durable relay's journal, each with the queue it
+/// goes to once durable.
+const JOURNAL_QUEUE: usize = 4096;
+
+/// The most frames one write and fdatasync of the journal carries.
+const JOURNAL_BATCH: usize = 1024;
+
+/// The journal file's size: zeros written before the first frame, then
+/// overwritten round and round.
+const JOURNAL_BYTES: u64 = 64 << 20;
+
+/// A frame to make durable, and where it goes after.
+type Pending = (Message, mpsc::Sender<Message>);
+
+/// What a relay connection does with a frame for its partner.
+#[derive(Clone, Debug)]
+enum Forward {
+    /// Straight to the partner's queue.
+    Bare,
+    /// Through the journal first.
+    Durable(mpsc::Sender<Pending>),
+}
+
 /// The relay, a child process of the benchmark (the same executable run
 /// with [`SERVE_FLAG`]): a process of its own, like the gateway, so its
 /// descriptors (one per connection) count against its own limit and its CPU
@@ -45,11 +80,17 @@ pub(crate) struct Relay {
 pub(crate) const SERVE_FLAG: &str = "--serve-relay";
 
 impl Relay {
-    /// Starts the relay process; returns once it listens.
-    pub(crate) fn start() -> Result<Relay> {
+    /// Starts the relay process; returns once it listens. With `journal`,
+    /// the relay is durable: it writes each frame to that file, made
+    /// durable, before it forwards it.
+    pub(crate) fn start(journal: Option<&Path>) -> Result<Relay> {
         let exe = std::env::current_exe().context("finding the benchmark's executable")?;
-        let mut child = Command::new(exe)
-            .arg(SERVE_FLAG)
+        let mut cmd = Command::new(exe);
+        cmd.arg(SERVE_FLAG);
+        if let Some(path) = journal {
+            cmd.arg(path);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -81,20 +122,28 @@ impl Drop for Relay {
 }
 
 /// The relay process: listens on a loopback port, prints it, and serves
-/// until its stdin closes (the benchmark ended, however it ended).
+/// until its stdin closes (the benchmark ended, however it ended). With a
+/// journal file (the argument after [`SERVE_FLAG`]), durable.
 pub(crate) fn serve() -> Result<()> {
     crate::rlimit::raise_open_files()?;
+    let journal = std::env::args_os().nth(2).map(PathBuf::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the relay's runtime")?;
     runtime.block_on(async {
+        let forward = match journal {
+            None => Forward::Bare,
+            Some(path) => Forward::Durable(Journal::start(&path)?),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the relay")?;
         println!("{}", listener.local_addr().context("the relay's address")?);
         let peers: Peers = Arc::default();
-        let app = Router::new().route("/ws", get(upgrade)).with_state(peers);
+        let app = Router::new()
+            .route("/ws", get(upgrade))
+            .with_state((peers, forward));
         // Stdin is a pipe from the benchmark: it closes when the benchmark
         // ends, however it ends. Read on a thread (a blocking read).
         let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
@@ -112,12 +161,89 @@ pub(crate) fn serve() -> Result<()> {
     })
 }
 
-async fn upgrade(State(peers): State<Peers>, ws: WebSocketUpgrade) -> Response {
-    ws.read_buffer_size(missive_gateway::limits::READ_BUFFER_BYTES)
-        .on_upgrade(move |socket| relay(socket, peers))
+/// The durable relay's group commit: a thread that writes the frames
+/// waiting, fdatasyncs, and forwards them.
+struct Journal {
+    file: File,
+    /// Where the next batch goes (wrapping at [`JOURNAL_BYTES`]).
+    at: u64,
+    rx: mpsc::Receiver<Pending>,
 }
 
-async fn relay(socket: WebSocket, peers: Peers) {
+impl Journal {
+    /// Creates `path` full of zeros, made durable, and starts the thread;
+    /// the sender frames go to it by.
+    fn start(path: &Path) -> Result<mpsc::Sender<Pending>> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        let zeros = vec![0u8; 1 << 20];
+        for at in (0..JOURNAL_BYTES).step_by(zeros.len()) {
+            file.write_all_at(&zeros, at)
+                .context("zeroing the journal")?;
+        }
+        file.sync_all().context("syncing the journal")?;
+        let (tx, rx) = mpsc::channel(JOURNAL_QUEUE);
+        let mut journal = Journal { file, at: 0, rx };
+        std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || journal.run())
+            .context("starting the journal thread")?;
+        Ok(tx)
+    }
+
+    fn run(&mut self) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(JOURNAL_BATCH);
+        let mut bytes = Vec::new();
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < JOURNAL_BATCH {
+                match self.rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            bytes.clear();
+            for (m, _) in &batch {
+                if let Message::Text(t) = m {
+                    bytes.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                    bytes.extend_from_slice(t.as_bytes());
+                }
+            }
+            if self.at + bytes.len() as u64 > JOURNAL_BYTES {
+                self.at = 0;
+            }
+            if let Err(e) = self
+                .file
+                .write_all_at(&bytes, self.at)
+                .and_then(|()| self.file.sync_data())
+            {
+                eprintln!("the durable relay's journal failed: {e}");
+                return;
+            }
+            self.at += bytes.len() as u64;
+            for (m, to) in batch.drain(..) {
+                // A partner that cannot keep up loses the frame, and the
+                // benchmark counts it lost; the journal waits for nobody.
+                let _ = to.try_send(m);
+            }
+        }
+    }
+}
+
+async fn upgrade(
+    State((peers, forward)): State<(Peers, Forward)>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.read_buffer_size(missive_gateway::limits::READ_BUFFER_BYTES)
+        .on_upgrade(move |socket| relay(socket, peers, forward))
+}
+
+async fn relay(socket: WebSocket, peers: Peers, forward: Forward) {
     let (mut sink, mut stream) = socket.split();
     let me = match stream.next().await {
         Some(Ok(Message::Text(t))) => match t
@@ -147,9 +273,17 @@ async fn relay(socket: WebSocket, peers: Peers) {
         if peer.is_none() {
             peer = peers.lock().ok().and_then(|p| p.get(&(me ^ 1)).cloned());
         }
-        if let Some(p) = &peer
-            && p.send(Message::Text(t)).await.is_err()
-        {
+        let Some(p) = &peer else { continue };
+        let sent = match &forward {
+            Forward::Bare => p.send(Message::Text(t)).await.is_ok(),
+            Forward::Durable(journal) => {
+                if journal.send((Message::Text(t), p.clone())).await.is_err() {
+                    break; // the journal failed: the relay is done
+                }
+                !p.is_closed()
+            }
+        };
+        if !sent {
             peer = None;
         }
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::idle::IdleRun;
 use crate::load::{MAX_LOST_SHARE, SUSTAINED_P99_US, SUSTAINED_SHARE, StepRun};
-use crate::{Plan, RELAY, SERVE, SPLIT};
+use crate::{DURABLE_RELAY, Plan, RELAY, SERVE, SPLIT};
 
 /// The goal: idle connections one gateway holds...
 pub(crate) const GOAL_CONNECTIONS: u64 = 100_000;
@@ -138,42 +138,31 @@ pub(crate) struct Report {
     /// The same node behind a `missive gateway` process of its own.
     pub(crate) split: Delivery,
     pub(crate) relay: Delivery,
+    /// The relay that makes each frame durable before it forwards it.
+    pub(crate) durable_relay: Delivery,
 }
 
 impl Report {
     /// Every system, by name, the one the goal is judged on first.
-    fn systems(&self) -> [(&'static str, &Delivery); 3] {
+    fn systems(&self) -> [(&'static str, &Delivery); 4] {
         [
             (SERVE, &self.missive),
             (SPLIT, &self.split),
             (RELAY, &self.relay),
+            (DURABLE_RELAY, &self.durable_relay),
         ]
     }
 
     pub(crate) fn goals(&self) -> Vec<Goal> {
-        let i = &self.idle;
-        let kib = i.kib_per_subscribed();
         let p99 = self.missive.goal_p99();
-        vec![
-            Goal {
-                what: "idle connections held by one gateway",
-                value: i.held_subscribed.to_string(),
-                target: format!(">= {GOAL_CONNECTIONS}"),
-                met: i.held_subscribed >= GOAL_CONNECTIONS,
-            },
-            Goal {
-                what: "gateway memory per idle (subscribed) connection",
-                value: format!("{kib:.1} KiB"),
-                target: format!("<= {GOAL_KIB_PER_CONNECTION} KiB"),
-                met: kib <= GOAL_KIB_PER_CONNECTION,
-            },
-            Goal {
-                what: "p99 delivery latency at the goal rate (missive serve)",
-                value: format!("{:.2} ms", p99 / 1e3),
-                target: format!("< {:.0} ms", GOAL_P99_US / 1e3),
-                met: p99 < GOAL_P99_US,
-            },
-        ]
+        let mut goals = idle_goals(&self.idle);
+        goals.push(Goal {
+            what: "p99 delivery latency at the goal rate (missive serve)",
+            value: format!("{:.2} ms", p99 / 1e3),
+            target: format!("< {:.0} ms", GOAL_P99_US / 1e3),
+            met: p99 < GOAL_P99_US,
+        });
+        goals
     }
 
     pub(crate) fn print_table(&self, runtime: Duration) {
@@ -189,50 +178,11 @@ impl Report {
         println!(
             "{SERVE}: one chat node and its gateway in one process (the default deployment); \
              {SPLIT}: the node behind a separate `missive gateway` process (gRPC between them); \
-             {RELAY}: an axum WebSocket server process, same stack and buffers"
+             {RELAY}: an axum WebSocket server process, same stack and buffers (the loopback limit); \
+             {DURABLE_RELAY}: the same, each frame written and fdatasynced (group commit) before it is forwarded \
+             (the limit of delivering only what is on disk)"
         );
-        println!("\nidle connections to one gateway (each authenticated, then subscribed)");
-        if (i.target as u64) < GOAL_CONNECTIONS && (i.target as u64) + 1_000 >= self.open_files {
-            println!(
-                "  capped at {} by the open-file limit ({}): raising its hard limit needs \
-                 CAP_SYS_RESOURCE",
-                i.target, self.open_files
-            );
-        }
-        println!(
-            "  asked {}, failed {}{}",
-            i.target,
-            i.failures,
-            i.first_error
-                .as_deref()
-                .map(|e| format!(" (first: {e})"))
-                .unwrap_or_default()
-        );
-        println!(
-            "  {:<14} {:>9} {:>12} {:>12} {:>8}",
-            "", "held", "gateway RSS", "KiB / conn", "took"
-        );
-        println!("  {:<14} {:>9} {:>9} KiB", "before", 0, i.rss_before_kib);
-        println!(
-            "  {:<14} {:>9} {:>9} KiB {:>12.2} {:>6.1} s",
-            "authenticated",
-            i.held_authenticated,
-            i.rss_authenticated_kib,
-            i.kib_per_authenticated(),
-            i.open_secs
-        );
-        println!(
-            "  {:<14} {:>9} {:>9} KiB {:>12.2} {:>6.1} s",
-            "subscribed",
-            i.held_subscribed,
-            i.rss_subscribed_kib,
-            i.kib_per_subscribed(),
-            i.subscribe_secs
-        );
-        println!(
-            "  (the node's RSS with them all subscribed: {} KiB)",
-            i.node_rss_subscribed_kib
-        );
+        print_idle_table(i);
 
         println!(
             "\ndelivery: {} users in pairs, open loop, latency from scheduled send to the partner's frame",
@@ -258,13 +208,16 @@ impl Report {
                 d.median(|s| s.delivered_per_s)
             );
         }
+        let dr = &self.durable_relay;
         for (name, d) in [(SERVE, &self.missive), (SPLIT, &self.split)] {
-            println!(
-                "  {:<14} {:>11.1}× {:>11.1}×",
-                format!("{name} ÷ relay"),
-                d.median(|s| s.p50_us) / r.median(|s| s.p50_us),
-                d.median(|s| s.p99_us) / r.median(|s| s.p99_us)
-            );
+            for (limit, l) in [("relay", r), ("durable relay", dr)] {
+                println!(
+                    "  {:<14} {:>11.1}× {:>11.1}×",
+                    format!("{name} ÷ {limit}"),
+                    d.median(|s| s.p50_us) / l.median(|s| s.p50_us),
+                    d.median(|s| s.p99_us) / l.median(|s| s.p99_us)
+                );
+            }
         }
         let soak = |d: &Delivery| {
             d.soak.as_ref().map_or_else(String::new, |s| {
@@ -298,14 +251,14 @@ impl Report {
             SUSTAINED_P99_US / 1e3
         );
         println!(
-            "  {:>9} | {:^48} | {:^48} | {:^48}",
-            "offered", SERVE, SPLIT, RELAY
+            "  {:>9} | {:^48} | {:^48} | {:^48} | {:^48}",
+            "offered", SERVE, SPLIT, RELAY, DURABLE_RELAY
         );
         let head = format!(
             "{:>10} {:>9} {:>9} {:>6} {:>5} {:>4}",
             "deliv./s", "p50 ms", "p99 ms", "lag", "busy", "ok"
         );
-        println!("  {:>9} | {head} | {head} | {head}", "msg/s");
+        println!("  {:>9} | {head} | {head} | {head} | {head}", "msg/s");
         let rates: Vec<f64> = {
             let mut v: Vec<f64> = systems
                 .iter()
@@ -356,14 +309,17 @@ impl Report {
                 );
             }
         }
-        println!("\ngoals");
-        for g in self.goals() {
-            let verdict = if g.met { "met" } else { "NOT MET" };
-            println!(
-                "  {:<50} {:>12}  goal {:<10}  {verdict}",
-                g.what, g.value, g.target
-            );
-        }
+        print_goals(&self.goals());
+        let limit = self.durable_relay.goal_p99();
+        println!(
+            "  the same p99 for the {DURABLE_RELAY}, judged alike: {:.2} ms ({} the goal: the limit of durable delivery on this machine)",
+            limit / 1e3,
+            if limit < GOAL_P99_US {
+                "within"
+            } else {
+                "over"
+            }
+        );
         println!("\ntotal runtime {:.1} s", runtime.as_secs_f64());
     }
 
@@ -375,21 +331,7 @@ impl Report {
             "quick": self.plan.quick,
             "cores": cores(),
             "open_files": self.open_files,
-            "idle": {
-                "asked": i.target,
-                "failures": i.failures,
-                "first_error": i.first_error,
-                "gateway_rss_before_kib": i.rss_before_kib,
-                "authenticated_held": i.held_authenticated,
-                "gateway_rss_authenticated_kib": i.rss_authenticated_kib,
-                "kib_per_authenticated_connection": i.kib_per_authenticated(),
-                "subscribed_held": i.held_subscribed,
-                "gateway_rss_subscribed_kib": i.rss_subscribed_kib,
-                "kib_per_subscribed_connection": i.kib_per_subscribed(),
-                "node_rss_subscribed_kib": i.node_rss_subscribed_kib,
-                "open_secs": i.open_secs,
-                "subscribe_secs": i.subscribe_secs,
-            },
+            "idle": idle_json(i),
             "delivery": {
                 "users": self.plan.users,
                 "goal_rate_per_s": crate::GOAL_RATE,
@@ -403,10 +345,135 @@ impl Report {
                 "p99_ratio": self.missive.median(|s| s.p99_us) / self.relay.median(|s| s.p99_us),
                 "gateway_process_p50_ratio": self.split.median(|s| s.p50_us) / self.relay.median(|s| s.p50_us),
                 "gateway_process_p99_ratio": self.split.median(|s| s.p99_us) / self.relay.median(|s| s.p99_us),
+                "durable_relay": self.durable_relay.json(),
+                "p50_ratio_to_durable_relay": self.missive.median(|s| s.p50_us) / self.durable_relay.median(|s| s.p50_us),
+                "p99_ratio_to_durable_relay": self.missive.median(|s| s.p99_us) / self.durable_relay.median(|s| s.p99_us),
+                "goal_p99_us_durable_relay": self.durable_relay.goal_p99(),
             },
             "goals": goals.iter().map(|g| json!({"what": g.what, "value": g.value, "target": g.target, "met": g.met})).collect::<Vec<_>>(),
             "all_goals_met": goals.iter().all(|g| g.met),
             "runtime_s": runtime.as_secs_f64(),
         })
     }
+}
+
+/// The idle phase's goals.
+fn idle_goals(i: &IdleRun) -> Vec<Goal> {
+    let kib = i.kib_per_subscribed();
+    vec![
+        Goal {
+            what: "idle connections held by one gateway",
+            value: i.held_subscribed.to_string(),
+            target: format!(">= {GOAL_CONNECTIONS}"),
+            met: i.held_subscribed >= GOAL_CONNECTIONS,
+        },
+        Goal {
+            what: "gateway memory per idle (subscribed) connection",
+            value: format!("{kib:.1} KiB"),
+            target: format!("<= {GOAL_KIB_PER_CONNECTION} KiB"),
+            met: kib <= GOAL_KIB_PER_CONNECTION,
+        },
+    ]
+}
+
+fn print_goals(goals: &[Goal]) {
+    println!("\ngoals");
+    for g in goals {
+        let verdict = if g.met { "met" } else { "NOT MET" };
+        println!(
+            "  {:<50} {:>12}  goal {:<10}  {verdict}",
+            g.what, g.value, g.target
+        );
+    }
+}
+
+/// The idle phase's part of the table.
+fn print_idle_table(i: &IdleRun) {
+    println!("\nidle connections to one gateway (each authenticated, then subscribed)");
+    println!("  {}", i.processes_in_words());
+    println!(
+        "  asked {}, failed {}{}",
+        i.target,
+        i.failures,
+        i.first_error
+            .as_deref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  {:<14} {:>9} {:>12} {:>12} {:>8}",
+        "", "held", "gateway RSS", "KiB / conn", "took"
+    );
+    println!("  {:<14} {:>9} {:>9} KiB", "before", 0, i.rss_before_kib);
+    println!(
+        "  {:<14} {:>9} {:>9} KiB {:>12.2} {:>6.1} s",
+        "authenticated",
+        i.held_authenticated,
+        i.rss_authenticated_kib,
+        i.kib_per_authenticated(),
+        i.open_secs
+    );
+    println!(
+        "  {:<14} {:>9} {:>9} KiB {:>12.2} {:>6.1} s",
+        "subscribed",
+        i.held_subscribed,
+        i.rss_subscribed_kib,
+        i.kib_per_subscribed(),
+        i.subscribe_secs
+    );
+    println!(
+        "  (with them all subscribed: the node's RSS {} KiB, the clients' {} KiB; \
+         the machine's MemAvailable {} KiB)",
+        i.node_rss_subscribed_kib, i.client_rss_subscribed_kib, i.mem_available_subscribed_kib
+    );
+}
+
+fn idle_json(i: &IdleRun) -> Value {
+    json!({
+        "asked": i.target,
+        "gateway_worker_processes": i.gateway_workers,
+        "gateway_processes_measured": i.gateway_processes,
+        "client_holder_processes": i.client_holders,
+        "processes": i.processes_in_words(),
+        "failures": i.failures,
+        "first_error": i.first_error,
+        "gateway_rss_before_kib": i.rss_before_kib,
+        "authenticated_held": i.held_authenticated,
+        "gateway_rss_authenticated_kib": i.rss_authenticated_kib,
+        "kib_per_authenticated_connection": i.kib_per_authenticated(),
+        "subscribed_held": i.held_subscribed,
+        "gateway_rss_subscribed_kib": i.rss_subscribed_kib,
+        "kib_per_subscribed_connection": i.kib_per_subscribed(),
+        "node_rss_subscribed_kib": i.node_rss_subscribed_kib,
+        "client_rss_subscribed_kib": i.client_rss_subscribed_kib,
+        "mem_available_subscribed_kib": i.mem_available_subscribed_kib,
+        "open_secs": i.open_secs,
+        "subscribe_secs": i.subscribe_secs,
+    })
+}
+
+/// `--idle-only`: the idle phase's part of the table and its goals.
+pub(crate) fn print_idle(i: &IdleRun, quick: bool, open_files: u64) {
+    let mode = if quick { "quick" } else { "full" };
+    println!(
+        "bench-ws ({mode} run, idle phase only) on {} cores; open-file limit {open_files}",
+        cores()
+    );
+    print_idle_table(i);
+    print_goals(&idle_goals(i));
+}
+
+/// `--idle-only`: its figures as one JSON object.
+pub(crate) fn idle_only_json(i: &IdleRun, quick: bool, open_files: u64) -> Value {
+    let goals = idle_goals(i);
+    json!({
+        "bench": "ws",
+        "idle_only": true,
+        "quick": quick,
+        "cores": cores(),
+        "open_files": open_files,
+        "idle": idle_json(i),
+        "goals": goals.iter().map(|g| json!({"what": g.what, "value": g.value, "target": g.target, "met": g.met})).collect::<Vec<_>>(),
+        "all_goals_met": goals.iter().all(|g| g.met),
+    })
 }

@@ -2,10 +2,13 @@
 //! alone (one chat node and its gateway in one process, the default
 //! deployment), or `missive serve` with a separate `missive gateway`
 //! process in front of it, whose memory is its own and can be read from
-//! /proc.
+//! /proc. A separate gateway may be made of several worker processes
+//! (`missive gateway --workers W`: children of the `missive gateway`
+//! process, sharing its port), for more connections than one process's
+//! open-file limit holds; its memory is then theirs and its own, summed.
 //!
-//! The processes are owned by [`Missive`]: dropping it kills them, so no
-//! path out of the benchmark leaves one behind.
+//! The processes are owned by [`Missive`]: dropping it kills them (and the
+//! gateway's workers), so no path out of the benchmark leaves one behind.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -15,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use rustix::process::{Pid, Signal, kill_process};
 
 /// The environment variable `missive serve` reads its HS256 secret from.
 const JWT_SECRET_ENV: &str = "MISSIVE_JWT_SECRET";
@@ -38,8 +42,10 @@ struct Process {
 pub(crate) enum Layout {
     /// In the node's process: `missive serve`'s own gateway.
     Embedded,
-    /// A `missive gateway` process of its own, reaching the node over gRPC.
-    Separate,
+    /// A `missive gateway` process of its own, reaching the node over gRPC,
+    /// made of `workers` worker processes (`--workers`, passed when above
+    /// 1), each holding its share of the connections.
+    Separate { workers: usize },
 }
 
 /// A running node and gateway.
@@ -52,6 +58,17 @@ pub(crate) struct Missive {
     http: SocketAddr,
     node: Process,
     gateway_process: Option<Process>,
+    /// The gateway's worker processes asked for (1: no `--workers`).
+    workers: usize,
+}
+
+/// The resident memory of a separate gateway: its process and all its
+/// children (its workers), summed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GatewayRss {
+    pub(crate) kib: u64,
+    /// Processes summed: the gateway's own and its children.
+    pub(crate) processes: usize,
 }
 
 impl Missive {
@@ -83,21 +100,25 @@ impl Missive {
                 .args(["--max-connections", &max_connections.to_string()])
                 .env(JWT_SECRET_ENV, jwt_secret),
         )?;
-        let (gateway, gateway_process) = match layout {
-            Layout::Embedded => (http, None),
-            Layout::Separate => {
+        let (gateway, gateway_process, workers) = match layout {
+            Layout::Embedded => (http, None, 1),
+            Layout::Separate { workers } => {
                 let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+                let mut cmd = Command::new(binary);
+                cmd.arg("gateway")
+                    .args(["--node", &grpc])
+                    .args(["--listen", &gateway.to_string()])
+                    .args(["--max-connections", &max_connections.to_string()]);
+                if workers > 1 {
+                    cmd.args(["--workers", &workers.to_string()]);
+                }
                 let process = spawn(
                     "missive gateway",
                     binary,
                     &dir.join("gateway.log"),
-                    Command::new(binary)
-                        .arg("gateway")
-                        .args(["--node", &grpc])
-                        .args(["--listen", &gateway.to_string()])
-                        .args(["--max-connections", &max_connections.to_string()]),
+                    &mut cmd,
                 )?;
-                (gateway, Some(process))
+                (gateway, Some(process), workers)
             }
         };
         let mut missive = Missive {
@@ -105,6 +126,7 @@ impl Missive {
             http,
             node,
             gateway_process,
+            workers,
         };
         missive.await_healthy()?;
         Ok(missive)
@@ -131,6 +153,61 @@ impl Missive {
     /// The gateway process's id, if it has one of its own.
     pub(crate) fn gateway_pid(&self) -> Option<u32> {
         self.gateway_process.as_ref().map(|p| p.child.id())
+    }
+
+    /// The gateway's worker processes asked for: 1 when it has none of
+    /// its own (or is the node's).
+    pub(crate) fn gateway_workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Waits until the separate gateway has all its worker processes
+    /// (its children), within [`START_TIMEOUT`]; at once without
+    /// `--workers`.
+    pub(crate) fn await_workers(&mut self) -> Result<()> {
+        let (Some(pid), true) = (self.gateway_pid(), self.workers > 1) else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let found = children(pid).len();
+            if found == self.workers {
+                return Ok(());
+            }
+            self.check_alive()?;
+            if Instant::now() >= deadline {
+                bail!(
+                    "the gateway has {found} worker processes, not {}, {START_TIMEOUT:?} after it answered",
+                    self.workers
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The separate gateway's resident memory: its process's VmRSS and
+    /// its children's (read afresh: the workers hold the connections).
+    /// Fails if it has workers and any of them is gone.
+    pub(crate) fn gateway_rss(&self) -> Result<GatewayRss> {
+        let pid = self
+            .gateway_pid()
+            .context("the gateway has no process of its own")?;
+        let workers = children(pid);
+        if self.workers > 1 && workers.len() != self.workers {
+            bail!(
+                "the gateway has {} worker processes, not {}",
+                workers.len(),
+                self.workers
+            );
+        }
+        let mut kib = rss_kib(pid)?;
+        for w in &workers {
+            kib += rss_kib(*w)?;
+        }
+        Ok(GatewayRss {
+            kib,
+            processes: 1 + workers.len(),
+        })
     }
 
     /// Every process, the gateway's first.
@@ -174,8 +251,10 @@ impl Missive {
     }
 
     /// Stops the gateway, if separate, then the node: SIGTERM, then SIGKILL after
-    /// [`STOP_TIMEOUT`].
+    /// [`STOP_TIMEOUT`]. The gateway's workers are its to stop; any left
+    /// after it exited are killed.
     pub(crate) fn stop(mut self) -> Result<()> {
+        let workers = self.gateway_pid().map(children).unwrap_or_default();
         for p in self.processes() {
             // `kill` the command: std has no way to send SIGTERM, and a
             // process that does not take it is killed below anyway.
@@ -198,12 +277,24 @@ impl Missive {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while workers.iter().any(|w| running(*w)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = kill_all(&workers);
+        if left > 0 {
+            eprintln!("{left} of the gateway's worker processes outlived it; killed them");
+        }
         Ok(())
     }
 }
 
 impl Drop for Missive {
     fn drop(&mut self) {
+        // Read before the gateway is killed: its workers are then no
+        // longer its children.
+        let workers = self.gateway_pid().map(children).unwrap_or_default();
+        kill_all(&workers);
         for p in self.processes() {
             // Already exited after `stop`; then both calls are harmless.
             let _ = p.child.kill();
@@ -247,6 +338,46 @@ fn get(addr: SocketAddr, path: &str) -> Result<String> {
     let mut answer = Vec::new();
     tcp.read_to_end(&mut answer)?;
     Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// The children of process `pid`, every thread's: `/proc/<pid>/task/*/children`.
+/// None if it has exited.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// True while process `pid` exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let state = s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// SIGKILLs every process of `pids` still running; how many were.
+fn kill_all(pids: &[u32]) -> usize {
+    pids.iter()
+        .filter(|&&pid| running(pid))
+        .filter_map(|&pid| i32::try_from(pid).ok().and_then(Pid::from_raw))
+        .filter(|&p| kill_process(p, Signal::KILL).is_ok())
+        .count()
 }
 
 /// The resident memory of process `pid` (VmRSS), in KiB.
