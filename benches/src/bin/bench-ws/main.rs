@@ -65,8 +65,12 @@
 //!   an axum WebSocket server (this executable, run as a child process)
 //!   that forwards each text frame
 //!   to the partner's connection — the loopback limit of the same stack.
+//! - **Durable relay**: the same relay, but each frame is first written to
+//!   a file and fdatasynced (one thread, group commit, over zeros written
+//!   ahead) — the limit of a chat that delivers only what is on disk, as
+//!   missive does, on this machine's disk.
 //!   The systems run one after the other (missive serve, node+gateway,
-//!   the relay), each with its own fleet of users: without `CAP_SYS_RESOURCE` the open-file hard
+//!   the two relays), each with its own fleet of users: without `CAP_SYS_RESOURCE` the open-file hard
 //!   limit (20,000 on the machine this was written on) holds one fleet of
 //!   10,000 clients at a time, not two.
 //!
@@ -98,7 +102,7 @@
 //! - `idle`: the idle-connection phase, and its holder processes.
 //! - `fleets`: the paired users of the delivery phase, on each system.
 //! - `load`: the open-loop generator and its figures.
-//! - `relay`: the bare relay.
+//! - `relay`: the bare relay and the durable relay.
 //! - `report`: the goals, the table and the JSON line.
 
 use std::fs::OpenOptions;
