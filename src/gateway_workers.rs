@@ -303,10 +303,18 @@ async fn supervise_on(plan: &Plan<'_>) -> anyhow::Result<ExitCode> {
         .local_addr()
         .context("reading the bound address")?;
     let dir = Directory::create()?;
+    let launch = Launch {
+        // Resolved once: a binary replaced on disk later (an upgrade) is
+        // what a restarted worker runs, where the link to this process's
+        // own image would name a deleted file.
+        exe: std::env::current_exe().context("finding this executable")?,
+        addr,
+        dir: dir.0.clone(),
+    };
     let mut workers: Vec<Slot> = (0..plan.workers).map(Slot::new).collect();
     let start = Instant::now();
     for slot in &mut workers {
-        slot.start(addr, &dir.0)?;
+        slot.start(&launch)?;
     }
     if let Err(e) = await_started(&mut workers, &dir.0).await {
         stop(&mut workers, plan.stop_grace).await;
@@ -330,7 +338,7 @@ async fn supervise_on(plan: &Plan<'_>) -> anyhow::Result<ExitCode> {
             _ = term.recv() => break,
             _ = tick.tick() => {
                 for slot in &mut workers {
-                    slot.tend(addr, &dir.0);
+                    slot.tend(&launch);
                 }
             }
         }
@@ -384,6 +392,14 @@ async fn stop(workers: &mut [Slot], grace: Duration) {
     }
 }
 
+/// How a worker is started: the executable, the address every worker
+/// listens on, and the directory of their counter sockets.
+struct Launch {
+    exe: PathBuf,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
 /// One worker's place: its process while it runs, and when to start it
 /// again after it failed.
 struct Slot {
@@ -405,14 +421,13 @@ impl Slot {
         }
     }
 
-    fn start(&mut self, addr: SocketAddr, dir: &Path) -> anyhow::Result<()> {
-        let exe = std::env::current_exe().context("finding this executable")?;
-        let child = Command::new(exe)
+    fn start(&mut self, launch: &Launch) -> anyhow::Result<()> {
+        let child = Command::new(&launch.exe)
             .args(std::env::args_os().skip(1))
             .args(["--worker", &self.index.to_string()])
-            .args(["--worker-listen", &addr.to_string()])
+            .args(["--worker-listen", &launch.addr.to_string()])
             .arg("--worker-dir")
-            .arg(dir)
+            .arg(&launch.dir)
             .args(["--supervisor", &std::process::id().to_string()])
             .stdin(Stdio::null())
             .spawn()
@@ -441,9 +456,9 @@ impl Slot {
     }
 
     /// Notices an exit and schedules the restart; restarts when it is due.
-    fn tend(&mut self, addr: SocketAddr, dir: &Path) {
+    fn tend(&mut self, launch: &Launch) {
         if let Some(status) = self.exited() {
-            let _ = std::fs::remove_file(socket_path(dir, self.index));
+            let _ = std::fs::remove_file(socket_path(&launch.dir, self.index));
             if self.started.elapsed() >= HEALTHY_RUN {
                 self.failures = 0;
             }
@@ -458,7 +473,7 @@ impl Slot {
             self.restart_at = Some(Instant::now() + pause);
         }
         if self.restart_at.is_some_and(|at| Instant::now() >= at)
-            && let Err(e) = self.start(addr, dir)
+            && let Err(e) = self.start(launch)
         {
             eprintln!("missive gateway: {e:#}");
             self.restart_at = Some(Instant::now() + MAX_RESTART_PAUSE);
