@@ -151,6 +151,9 @@ impl Worker {
         tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
+                    // Out of descriptors (a worker at its limit): a scrape
+                    // goes without this worker's counters; do not spin.
+                    sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let line = encode(&gateway.stats());
