@@ -41,6 +41,8 @@ pub struct GatewayArgs {
     /// Worker processes sharing the listening port, each holding up to its
     /// share of `--max-connections`: one process can open no more files
     /// than its hard limit (`ulimit -Hn`), and every WebSocket is one.
+    /// SIGHUP then replaces the workers one at a time, the port open
+    /// throughout (an upgrade of the binary on disk).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
     #[command(flatten)]

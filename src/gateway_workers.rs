@@ -15,12 +15,15 @@
 //! connection waits on it), starts the workers and waits until each listens,
 //! restarts a worker that exits (after a pause that doubles while it keeps
 //! failing), passes SIGTERM and Ctrl-C on to the workers and waits for their
-//! graceful shutdown. A worker whose supervisor dies stops by itself (the
-//! parent-death signal), so no worker outlives the gateway.
+//! graceful shutdown. On SIGHUP it replaces the workers one at a time, each
+//! new one listening before the old one stops, so that a binary upgraded on
+//! disk takes over without the port ever closing. A worker whose supervisor
+//! dies stops by itself (the parent-death signal), so no worker outlives
+//! the gateway.
 //!
 //! `/metrics`, answered by whichever worker the scrape reaches, covers the
 //! whole gateway: the worker asks its siblings for their counters over Unix
-//! sockets in a directory of the supervisor's (`worker-<i>.sock`, one line
+//! sockets in a directory of the supervisor's (`worker-<i>-<pid>.sock`, one line
 //! each) and adds them up. A worker's socket is also how the supervisor
 //! knows it has started: the worker binds it once its port listens.
 //!
@@ -136,7 +139,7 @@ impl Worker {
     }
 
     fn socket_path(&self) -> PathBuf {
-        socket_path(&self.dir, self.index)
+        socket_path(&self.dir, self.index, std::process::id())
     }
 
     /// Answers the siblings' (and the supervisor's) questions for this
@@ -144,7 +147,7 @@ impl Worker {
     /// socket tells the supervisor this worker has started.
     pub(crate) fn answer_siblings(&self, gateway: Gateway) -> anyhow::Result<()> {
         let path = self.socket_path();
-        // A socket left by this worker's predecessor.
+        // Left by an earlier process of this id, long gone.
         let _ = std::fs::remove_file(&path);
         let listener =
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
@@ -213,8 +216,10 @@ impl Worker {
     }
 }
 
-fn socket_path(dir: &Path, index: u16) -> PathBuf {
-    dir.join(format!("worker-{index}.sock"))
+/// Worker `index`'s counters socket, as the process `pid` binds it: during
+/// a replacement, two processes are worker `index` for a moment.
+fn socket_path(dir: &Path, index: u16, pid: u32) -> PathBuf {
+    dir.join(format!("worker-{index}-{pid}.sock"))
 }
 
 fn is_worker_socket(path: &Path) -> bool {
@@ -319,8 +324,8 @@ async fn supervise_on(plan: &Plan<'_>) -> anyhow::Result<ExitCode> {
     for slot in &mut workers {
         slot.start(&launch)?;
     }
-    if let Err(e) = await_started(&mut workers, &dir.0).await {
-        stop(&mut workers, plan.stop_grace).await;
+    if let Err(e) = await_started(&mut workers, &launch.dir).await {
+        stop(children(workers, None, Vec::new()), plan.stop_grace).await;
         return Err(e);
     }
     drop(reservation);
@@ -332,21 +337,44 @@ async fn supervise_on(plan: &Plan<'_>) -> anyhow::Result<ExitCode> {
         plan.max_connections,
         start.elapsed().as_secs_f64(),
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
     let mut tick = tokio::time::interval(POLL);
+    let mut rolling: Option<Rolling> = None;
+    let mut retiring: Vec<Retiring> = Vec::new();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
+            _ = hup.recv() => {
+                if rolling.is_none() {
+                    say!("missive gateway: replacing its workers one at a time");
+                    rolling = Some(Rolling::default());
+                }
+            }
             _ = tick.tick() => {
                 for slot in &mut workers {
                     slot.tend(&launch);
                 }
+                if let Some(r) = &mut rolling {
+                    match r.step(&mut workers, &launch, &mut retiring, plan.stop_grace) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            say!("missive gateway: every worker replaced");
+                            rolling = None;
+                        }
+                        Err(e) => {
+                            eprintln!("missive gateway: the replacement stopped: {e:#}");
+                            rolling = None;
+                        }
+                    }
+                }
+                retiring.retain_mut(|r| !r.done(&launch.dir));
             }
         }
     }
-    stop(&mut workers, plan.stop_grace).await;
+    stop(children(workers, rolling, retiring), plan.stop_grace).await;
     say!("missive gateway stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -356,8 +384,12 @@ async fn supervise_on(plan: &Plan<'_>) -> anyhow::Result<ExitCode> {
 async fn await_started(workers: &mut [Slot], dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     for slot in workers.iter_mut() {
-        while !socket_path(dir, slot.index).exists() {
-            if let Some(status) = slot.exited() {
+        while !slot
+            .child
+            .as_ref()
+            .is_some_and(|c| socket_path(dir, slot.index, c.id()).exists())
+        {
+            if let Some(status) = slot.exited(dir) {
                 bail!(
                     "gateway worker {} exited as it started: {status}",
                     slot.index
@@ -375,23 +407,41 @@ async fn await_started(workers: &mut [Slot], dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends SIGTERM to every running worker, waits for them to stop (at most
-/// `grace`), then kills what is left.
-async fn stop(workers: &mut [Slot], grace: Duration) {
-    for slot in workers.iter() {
-        if let Some(pid) = slot.pid() {
-            let _ = rustix::process::kill_process(pid, Signal::TERM);
-        }
+/// Every worker process there is: the slots', a replacement being started,
+/// and the ones being retired.
+fn children(workers: Vec<Slot>, rolling: Option<Rolling>, retiring: Vec<Retiring>) -> Vec<Child> {
+    workers
+        .into_iter()
+        .filter_map(|s| s.child)
+        .chain(rolling.and_then(|r| r.new).map(|(c, _)| c))
+        .chain(retiring.into_iter().map(|r| r.child))
+        .collect()
+}
+
+/// Sends SIGTERM to every one of `children`, waits for them to stop (at
+/// most `grace`), then kills what is left.
+async fn stop(mut children: Vec<Child>, grace: Duration) {
+    for child in &children {
+        terminate(child);
     }
     let deadline = Instant::now() + grace;
-    while workers.iter_mut().any(|s| s.running()) && Instant::now() < deadline {
+    while Instant::now() < deadline {
+        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        if children.is_empty() {
+            return;
+        }
         sleep(Duration::from_millis(20)).await;
     }
-    for slot in workers.iter_mut() {
-        if let Some(child) = slot.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Asks `child` to stop gracefully.
+fn terminate(child: &Child) {
+    if let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, Signal::TERM);
     }
 }
 
@@ -401,6 +451,118 @@ struct Launch {
     exe: PathBuf,
     addr: SocketAddr,
     dir: PathBuf,
+}
+
+impl Launch {
+    /// Starts a process to be worker `index`.
+    fn spawn(&self, index: u16) -> anyhow::Result<Child> {
+        Command::new(&self.exe)
+            .args(std::env::args_os().skip(1))
+            .args(["--worker", &index.to_string()])
+            .args(["--worker-listen", &self.addr.to_string()])
+            .arg("--worker-dir")
+            .arg(&self.dir)
+            .args(["--supervisor", &std::process::id().to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting gateway worker {index}"))
+    }
+}
+
+/// A rolling replacement of the workers (SIGHUP), one slot at a time: a
+/// new process for the slot is started beside the old one; once it
+/// listens, it takes the slot and the old one stops gracefully (its clients
+/// are told to reconnect, and find the port open). The port is never
+/// without a listener, so an upgrade of the binary on disk reaches every
+/// worker without refusing a connection.
+#[derive(Default)]
+struct Rolling {
+    /// The slot being replaced.
+    next: usize,
+    /// Its replacement while it starts, and since when.
+    new: Option<(Child, Instant)>,
+}
+
+impl Rolling {
+    /// Moves the replacement on by what has happened; `true` once every
+    /// slot is replaced.
+    fn step(
+        &mut self,
+        workers: &mut [Slot],
+        launch: &Launch,
+        retiring: &mut Vec<Retiring>,
+        grace: Duration,
+    ) -> anyhow::Result<bool> {
+        let Some(slot) = workers.get_mut(self.next) else {
+            return Ok(true);
+        };
+        let Some((new, since)) = &mut self.new else {
+            if slot.child.is_none() {
+                // Waiting to restart after a failure: it restarts with the
+                // binary on disk anyway.
+                self.next += 1;
+            } else {
+                self.new = Some((launch.spawn(slot.index)?, Instant::now()));
+            }
+            return Ok(self.next >= workers.len());
+        };
+        if let Some(status) = new.try_wait().context("waiting for the new worker")? {
+            self.new = None;
+            bail!(
+                "the new worker {} exited as it started: {status}",
+                slot.index
+            );
+        }
+        if socket_path(&launch.dir, slot.index, new.id()).exists() {
+            if let Some((new, _)) = self.new.take()
+                && let Some(old) = slot.replace(new)
+            {
+                terminate(&old);
+                retiring.push(Retiring {
+                    index: slot.index,
+                    child: old,
+                    deadline: Instant::now() + grace,
+                });
+            }
+            self.next += 1;
+            return Ok(self.next >= workers.len());
+        }
+        if since.elapsed() > START_TIMEOUT {
+            if let Some((mut new, _)) = self.new.take() {
+                let _ = new.kill();
+                let _ = new.wait();
+            }
+            bail!(
+                "the new worker {} did not start within {START_TIMEOUT:?}",
+                slot.index
+            );
+        }
+        Ok(false)
+    }
+}
+
+/// A replaced worker finishing its graceful stop.
+struct Retiring {
+    index: u16,
+    child: Child,
+    /// When it is killed if it has not stopped.
+    deadline: Instant,
+}
+
+impl Retiring {
+    /// Whether it has stopped (killed past its deadline), its socket gone.
+    fn done(&mut self, dir: &Path) -> bool {
+        let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+        if !exited && Instant::now() < self.deadline {
+            return false;
+        }
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(socket_path(dir, self.index, self.child.id()));
+        true
+    }
 }
 
 /// One worker's place: its process while it runs, and when to start it
@@ -425,43 +587,31 @@ impl Slot {
     }
 
     fn start(&mut self, launch: &Launch) -> anyhow::Result<()> {
-        let child = Command::new(&launch.exe)
-            .args(std::env::args_os().skip(1))
-            .args(["--worker", &self.index.to_string()])
-            .args(["--worker-listen", &launch.addr.to_string()])
-            .arg("--worker-dir")
-            .arg(&launch.dir)
-            .args(["--supervisor", &std::process::id().to_string()])
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting gateway worker {}", self.index))?;
-        self.child = Some(child);
-        self.started = Instant::now();
-        self.restart_at = None;
+        let child = launch.spawn(self.index)?;
+        self.replace(child);
         Ok(())
     }
 
-    fn pid(&self) -> Option<Pid> {
-        let id = self.child.as_ref()?.id();
-        Pid::from_raw(i32::try_from(id).ok()?)
+    /// Puts `child` in the slot as a fresh start; the process it held.
+    fn replace(&mut self, child: Child) -> Option<Child> {
+        self.started = Instant::now();
+        self.restart_at = None;
+        self.child.replace(child)
     }
 
-    /// The worker's exit status, if it has exited; the slot is then empty.
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
+    /// The worker's exit status, if it has exited; the slot is then empty
+    /// and the worker's socket removed.
+    fn exited(&mut self, dir: &Path) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().ok()??;
+        let _ = std::fs::remove_file(socket_path(dir, self.index, child.id()));
         self.child = None;
         Some(status)
     }
 
-    fn running(&mut self) -> bool {
-        self.exited();
-        self.child.is_some()
-    }
-
     /// Notices an exit and schedules the restart; restarts when it is due.
     fn tend(&mut self, launch: &Launch) {
-        if let Some(status) = self.exited() {
-            let _ = std::fs::remove_file(socket_path(&launch.dir, self.index));
+        if let Some(status) = self.exited(&launch.dir) {
             if self.started.elapsed() >= HEALTHY_RUN {
                 self.failures = 0;
             }

@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -97,6 +98,16 @@ impl Gateway {
         }
     }
 
+    /// Reads lines until `done` holds, given each line.
+    fn read_until(&mut self, mut done: impl FnMut(&Gateway, &str) -> bool) {
+        loop {
+            let line = self.next_line();
+            if done(self, &line) {
+                return;
+            }
+        }
+    }
+
     fn supervisor(&self) -> u32 {
         self.child.id()
     }
@@ -108,7 +119,8 @@ impl Gateway {
 
     /// Worker `index`'s open connections, asked on its counters socket.
     fn connections_of(&self, index: usize) -> u64 {
-        let path = self.socket_dir().join(format!("worker-{index}.sock"));
+        let pid = self.workers[index];
+        let path = self.socket_dir().join(format!("worker-{index}-{pid}.sock"));
         let mut s = std::os::unix::net::UnixStream::connect(&path).expect("the worker's socket");
         let mut line = String::new();
         s.read_to_string(&mut line).expect("read the counters");
@@ -353,4 +365,79 @@ fn workers_end_with_their_supervisor_and_a_count_of_zero_is_refused() {
     let out = missive(&["gateway", "--node", &serve.grpc, "--workers", "0"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("--workers"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_replaces_every_worker_while_the_port_stays_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("data"));
+    let mut gw = Gateway::start(&serve.grpc, 2);
+    let old = gw.workers.clone();
+    let tokens: Vec<String> = (0..20).map(|i| token(&format!("h{i}"))).collect();
+    let mut clients = Vec::new();
+    for t in &tokens {
+        clients.push(connect(&gw.addr, t).await);
+    }
+
+    // Connections opened all through the replacement: the port must
+    // never refuse one.
+    let probing = Arc::new(AtomicBool::new(true));
+    let prober = tokio::spawn({
+        let (addr, probing) = (gw.addr.clone(), probing.clone());
+        async move {
+            let (mut accepted, mut refused) = (0, 0);
+            while probing.load(Ordering::Relaxed) {
+                match tokio::net::TcpStream::connect(&addr).await {
+                    Ok(_) => accepted += 1,
+                    Err(_) => refused += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (accepted, refused)
+        }
+    });
+
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &gw.supervisor().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let mut replaced = false;
+    gw.read_until(|gw, line| {
+        replaced |= line.contains("every worker replaced");
+        replaced && gw.workers.iter().zip(&old).all(|(new, old)| new != old)
+    });
+    for pid in &old {
+        await_gone(*pid);
+    }
+    // The old workers' clients were told to reconnect elsewhere.
+    for ws in &mut clients {
+        assert_eq!(close_code(ws).await, Some(1012));
+    }
+    probing.store(false, Ordering::Relaxed);
+    let (accepted, refused) = prober.await.expect("the prober");
+    assert_eq!(refused, 0, "refused while the workers were replaced");
+    assert!(accepted > 0);
+
+    // The new workers serve, and only their sockets remain.
+    let mut fresh = Vec::new();
+    for t in &tokens {
+        let mut ws = connect(&gw.addr, t).await;
+        assert!(answers_ping(&mut ws).await);
+        fresh.push(ws);
+    }
+    gw.await_metrics((2, tokens.len() as u64));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sockets = std::fs::read_dir(gw.socket_dir())
+            .expect("the socket directory")
+            .count();
+        if sockets == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sockets} sockets, want 2");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
