@@ -17,6 +17,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use missive_gateway::{Gateway, Limits};
 use rustix::process::{Resource, getrlimit, setrlimit};
+
+use crate::gateway_workers::Workers;
 use tokio::net::TcpListener;
 
 /// Runs a gateway.
@@ -41,19 +43,24 @@ pub struct GatewayArgs {
     /// Worker processes sharing the listening port, each holding up to its
     /// share of `--max-connections`: one process can open no more files
     /// than its hard limit (`ulimit -Hn`), and every WebSocket is one.
-    /// SIGHUP then replaces the workers one at a time, the port open
-    /// throughout (an upgrade of the binary on disk).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    workers: u16,
+    /// `auto`: as many as `--max-connections` needs under that limit (one
+    /// unless the cap exceeds it). With more than one, SIGHUP replaces the
+    /// workers one at a time, the port open throughout (an upgrade of the
+    /// binary on disk).
+    #[arg(long, default_value_t = Workers::Auto)]
+    workers: Workers,
     #[command(flatten)]
     worker: crate::gateway_workers::WorkerArgs,
 }
 
 pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    if args.workers > 1 && args.worker.worker().is_none() {
+    let workers = args
+        .workers
+        .resolve(args.max_connections, getrlimit(Resource::Nofile).maximum);
+    if workers > 1 && args.worker.worker().is_none() {
         return crate::gateway_workers::supervise(&crate::gateway_workers::Plan {
             listen: &args.listen,
-            workers: args.workers,
+            workers,
             nodes: &args.nodes,
             max_connections: args.max_connections,
             // A worker's own graceful stop, and time to exit after it.
@@ -87,7 +94,9 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
     if let Some(w) = &worker {
         w.follow_supervisor()?;
     }
-    let max_connections = crate::gateway_workers::share(args.max_connections, args.workers);
+    let max_connections = worker
+        .as_ref()
+        .map_or(args.max_connections, |w| w.share_of(args.max_connections));
     let limits = Limits {
         max_connections,
         ..Limits::default()

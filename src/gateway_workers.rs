@@ -71,8 +71,11 @@ const BACKLOG: u32 = 1024;
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
     /// This process is worker INDEX of a gateway.
-    #[arg(long = "worker", hide = true, requires_all = ["worker_listen", "worker_dir", "supervisor"])]
+    #[arg(long = "worker", hide = true, requires_all = ["worker_of", "worker_listen", "worker_dir", "supervisor"])]
     index: Option<u16>,
+    /// How many workers the gateway has.
+    #[arg(long, hide = true)]
+    worker_of: Option<u16>,
     /// The address every worker listens on (its port resolved).
     #[arg(long, hide = true)]
     worker_listen: Option<SocketAddr>,
@@ -88,6 +91,7 @@ pub struct WorkerArgs {
 #[derive(Debug, Clone)]
 pub(crate) struct Worker {
     index: u16,
+    of: u16,
     listen: SocketAddr,
     dir: PathBuf,
     supervisor: i32,
@@ -98,10 +102,68 @@ impl WorkerArgs {
     pub(crate) fn worker(&self) -> Option<Worker> {
         Some(Worker {
             index: self.index?,
+            of: self.worker_of?,
             listen: self.worker_listen?,
             dir: self.worker_dir.clone()?,
             supervisor: self.supervisor?,
         })
+    }
+}
+
+/// The most workers a gateway has.
+const MAX_WORKERS: u16 = 256;
+
+/// How many workers: a count, or `auto`, as many as `--max-connections`
+/// needs under the hard limit of open files each process inherits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Auto,
+    Count(u16),
+}
+
+impl std::str::FromStr for Workers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Workers, String> {
+        if s == "auto" {
+            return Ok(Workers::Auto);
+        }
+        match s.parse::<u16>() {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(Workers::Count(n)),
+            _ => Err(format!("a count from 1 to {MAX_WORKERS}, or auto")),
+        }
+    }
+}
+
+impl std::fmt::Display for Workers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Workers::Auto => f.write_str("auto"),
+            Workers::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Descriptors a process of `limit` keeps for other than its clients: its
+/// runtime, its links to the nodes, its counters socket, a scrape's
+/// questions to its siblings.
+fn reserved_files(limit: u64) -> u64 {
+    (limit / 20).clamp(64, 1000)
+}
+
+impl Workers {
+    /// The count for a gateway of `max_connections` whose processes may
+    /// each open `files` files (`None`: no limit).
+    pub(crate) fn resolve(self, max_connections: usize, files: Option<u64>) -> u16 {
+        match (self, files) {
+            (Workers::Count(n), _) => n,
+            (Workers::Auto, None) => 1,
+            (Workers::Auto, Some(limit)) => {
+                let each = limit.saturating_sub(reserved_files(limit)).max(1);
+                let n = (max_connections as u64).div_ceil(each);
+                u16::try_from(n.clamp(1, u64::from(MAX_WORKERS))).unwrap_or(MAX_WORKERS)
+            }
+        }
     }
 }
 
@@ -113,6 +175,11 @@ pub(crate) fn share(total: usize, workers: u16) -> usize {
 impl Worker {
     pub(crate) fn index(&self) -> u16 {
         self.index
+    }
+
+    /// This worker's share of a cap of `total` connections.
+    pub(crate) fn share_of(&self, total: usize) -> usize {
+        share(total, self.of)
     }
 
     /// Stops this process when its supervisor dies, and fails if it has
@@ -316,6 +383,7 @@ async fn supervise_on(plan: &Plan<'_>) -> anyhow::Result<ExitCode> {
         // what a restarted worker runs, where the link to this process's
         // own image would name a deleted file.
         exe: std::env::current_exe().context("finding this executable")?,
+        workers: plan.workers,
         addr,
         dir: dir.0.clone(),
     };
@@ -449,6 +517,7 @@ fn terminate(child: &Child) {
 /// listens on, and the directory of their counter sockets.
 struct Launch {
     exe: PathBuf,
+    workers: u16,
     addr: SocketAddr,
     dir: PathBuf,
 }
@@ -459,6 +528,7 @@ impl Launch {
         Command::new(&self.exe)
             .args(std::env::args_os().skip(1))
             .args(["--worker", &index.to_string()])
+            .args(["--worker-of", &self.workers.to_string()])
             .args(["--worker-listen", &self.addr.to_string()])
             .arg("--worker-dir")
             .arg(&self.dir)
@@ -674,6 +744,23 @@ mod tests {
         assert_eq!(decode("1 2 3 4 5"), None);
         assert_eq!(decode("1 2 3 4 5 6 7"), None);
         assert_eq!(decode("1 2 x 4 5 6"), None);
+    }
+
+    #[test]
+    fn auto_takes_as_many_workers_as_the_cap_needs_under_the_file_limit() {
+        // 20,000 files: 1,000 kept back, 19,000 connections a process.
+        assert_eq!(Workers::Auto.resolve(100_000, Some(20_000)), 6);
+        assert_eq!(Workers::Auto.resolve(19_000, Some(20_000)), 1);
+        assert_eq!(Workers::Auto.resolve(19_001, Some(20_000)), 2);
+        // A small limit keeps back 64.
+        assert_eq!(Workers::Auto.resolve(500, Some(300)), 3);
+        assert_eq!(Workers::Auto.resolve(10_000, None), 1);
+        assert_eq!(Workers::Auto.resolve(usize::MAX, Some(100)), MAX_WORKERS);
+        assert_eq!(Workers::Count(4).resolve(1, Some(20_000)), 4);
+        assert_eq!("auto".parse(), Ok(Workers::Auto));
+        assert_eq!("3".parse(), Ok(Workers::Count(3)));
+        assert!("0".parse::<Workers>().is_err());
+        assert!("257".parse::<Workers>().is_err());
     }
 
     #[test]

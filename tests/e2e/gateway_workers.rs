@@ -34,14 +34,21 @@ struct Gateway {
 
 impl Gateway {
     fn start(node_grpc: &str, workers: u16) -> Gateway {
-        let mut child = Command::new(BIN)
-            .args(["gateway", "--node", node_grpc, "--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["gateway", "--node", node_grpc, "--listen", "127.0.0.1:0"])
             .args([
                 "--workers",
                 &workers.to_string(),
                 "--max-connections",
                 "100",
-            ])
+            ]);
+        Gateway::launch(cmd, workers, 100)
+    }
+
+    /// Runs `cmd`, a gateway of `workers` workers sharing a cap of `cap`,
+    /// and waits until it says it serves.
+    fn launch(mut cmd: Command, workers: u16, cap: u16) -> Gateway {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn missive gateway");
@@ -64,7 +71,7 @@ impl Gateway {
             let line = gw.next_line();
             if let Some(rest) = line.strip_prefix("missive gateway on ws://") {
                 gw.addr = rest.split('/').next().expect("an address").to_owned();
-                let each = 100_u16.div_ceil(workers);
+                let each = cap.div_ceil(workers);
                 assert!(
                     line.contains(&format!(
                         "{workers} worker processes, at most {each} connections each"
@@ -440,4 +447,38 @@ async fn sighup_replaces_every_worker_while_the_port_stays_open() {
         assert!(Instant::now() < deadline, "{sockets} sockets, want 2");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn by_default_a_cap_past_the_file_limit_gets_as_many_workers_as_it_needs() {
+    // A hard limit of 300 open files leaves a process 236 connections (64
+    // kept back): a cap of 500 takes three workers, a cap of 200 one process.
+    let gateway = |cap: u16| {
+        let mut cmd = Command::new("prlimit");
+        cmd.args(["--nofile=300:300", BIN, "gateway", "--node", "127.0.0.1:1"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--max-connections",
+                &cap.to_string(),
+            ]);
+        cmd
+    };
+    let gw = Gateway::launch(gateway(500), 3, 500);
+    drop(gw);
+
+    let mut one = gateway(200)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn missive gateway");
+    let mut line = String::new();
+    BufReader::new(one.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a line");
+    let _ = one.kill();
+    let _ = one.wait();
+    assert!(
+        line.starts_with("missive gateway on ws://") && line.contains("at most 200 connections"),
+        "{line}"
+    );
 }
