@@ -247,8 +247,14 @@ impl Worker {
             Box::pin(async move {
                 let mut total = gateway.stats();
                 let mut answered = 1;
+                // All at once: a sibling that does not answer costs one
+                // timeout, not one each.
+                let mut asks = tokio::task::JoinSet::new();
                 for path in worker.siblings() {
-                    if let Ok(Ok(theirs)) = timeout(SIBLING_TIMEOUT, ask(&path)).await {
+                    asks.spawn(async move { timeout(SIBLING_TIMEOUT, ask(&path)).await });
+                }
+                while let Some(asked) = asks.join_next().await {
+                    if let Ok(Ok(Ok(theirs))) = asked {
                         total.merge(&theirs);
                         answered += 1;
                     }
