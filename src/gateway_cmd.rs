@@ -75,6 +75,19 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(serve(args, files))
 }
 
+/// Says so on stderr when `max_connections` WebSockets cannot all be open
+/// in one process of `files` open files (`None`: no limit), with `hint`
+/// on what to do instead.
+pub(crate) fn warn_if_files_short(max_connections: usize, files: Option<u64>, hint: &str) {
+    let Some(files) = files else { return };
+    let fit = files.saturating_sub(crate::gateway_workers::reserved_files(files));
+    if max_connections as u64 > fit {
+        eprintln!(
+            "warning: at most about {fit} of the {max_connections} connections allowed fit in this process's {files} open files; {hint}"
+        );
+    }
+}
+
 /// Raises the soft limit of open files to the hard limit; the soft limit
 /// now. A failure leaves the limit as it was: the gateway still runs, with
 /// fewer connections possible (it says how many below).
@@ -129,6 +142,11 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
             listener
         }
         None => {
+            warn_if_files_short(
+                max_connections,
+                getrlimit(Resource::Nofile).current,
+                "`--workers auto` starts as many processes as the cap needs",
+            );
             let listener = TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;

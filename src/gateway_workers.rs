@@ -147,7 +147,7 @@ impl std::fmt::Display for Workers {
 /// Descriptors a process of `limit` keeps for other than its clients: its
 /// runtime, its links to the nodes, its counters socket, a scrape's
 /// questions to its siblings.
-fn reserved_files(limit: u64) -> u64 {
+pub(crate) fn reserved_files(limit: u64) -> u64 {
     (limit / 20).clamp(64, 1000)
 }
 

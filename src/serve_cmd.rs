@@ -64,7 +64,12 @@ const NODE_ID: u64 = 1;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Each WebSocket is a descriptor, as in `missive gateway`.
-    crate::gateway_cmd::raise_open_files();
+    let files = crate::gateway_cmd::raise_open_files();
+    crate::gateway_cmd::warn_if_files_short(
+        args.max_connections,
+        files,
+        "for more, put `missive gateway`, which starts worker processes as the cap needs, in front of this node",
+    );
     // The process holds a node and a gateway, each with tasks that a
     // `missive node` or `missive gateway` would run on a runtime of its
     // own, on cores it shares with the node's Raft, log and apply threads.

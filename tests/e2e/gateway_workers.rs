@@ -481,4 +481,30 @@ fn by_default_a_cap_past_the_file_limit_gets_as_many_workers_as_it_needs() {
         line.starts_with("missive gateway on ws://") && line.contains("at most 200 connections"),
         "{line}"
     );
+
+    // One process asked for more than its files allow says so.
+    let mut alone = gateway(500)
+        .args(["--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn missive gateway");
+    let mut line = String::new();
+    BufReader::new(alone.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a line");
+    let _ = alone.kill();
+    let _ = alone.wait();
+    let mut stderr = String::new();
+    alone
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert!(line.contains("at most 500 connections"), "{line}");
+    assert!(
+        stderr.contains("warning: at most about 236 of the 500 connections allowed fit"),
+        "{stderr}"
+    );
 }
