@@ -110,6 +110,13 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
     let max_connections = worker
         .as_ref()
         .map_or(args.max_connections, |w| w.share_of(args.max_connections));
+    if worker.is_none() {
+        warn_if_files_short(
+            max_connections,
+            files,
+            "`--workers auto` starts as many processes as the cap needs",
+        );
+    }
     let limits = Limits {
         max_connections,
         ..Limits::default()
@@ -142,11 +149,6 @@ async fn serve(args: GatewayArgs, files: Option<u64>) -> anyhow::Result<ExitCode
             listener
         }
         None => {
-            warn_if_files_short(
-                max_connections,
-                getrlimit(Resource::Nofile).current,
-                "`--workers auto` starts as many processes as the cap needs",
-            );
             let listener = TcpListener::bind(&args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;

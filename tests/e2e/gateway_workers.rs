@@ -1,8 +1,7 @@
 //! `missive gateway --workers N`: one gateway of several processes sharing
 //! its port, in front of a real `missive serve`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{BIN, Serve, missive, text, token};
+use crate::support::{BIN, Serve, http_get, missive, text, token};
 
 /// Connections the test opens: enough that the kernel's hash puts some on
 /// every worker (all on one of two: a chance of 2 in 2^40).
@@ -140,16 +139,7 @@ impl Gateway {
     /// `GET /metrics` on the shared port: `(missive_ws_workers,
     /// missive_ws_connections)`.
     fn metrics(&self) -> (u64, u64) {
-        let mut c = TcpStream::connect(&self.addr).expect("connect");
-        c.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        write!(
-            c,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut body = String::new();
-        c.read_to_string(&mut body).expect("read");
+        let body = http_get(&self.addr, "/metrics").expect("/metrics answers");
         let value = |name: &str| -> u64 {
             body.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -449,6 +439,30 @@ async fn sighup_replaces_every_worker_while_the_port_stays_open() {
     }
 }
 
+/// The first line `cmd` prints on stdout, once it has; then it is killed,
+/// and what it wrote to stderr until then.
+fn first_line(cmd: &mut Command) -> (String, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn missive gateway");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a line");
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    (line, stderr)
+}
+
 #[test]
 fn by_default_a_cap_past_the_file_limit_gets_as_many_workers_as_it_needs() {
     // A hard limit of 300 open files leaves a process 236 connections (64
@@ -467,41 +481,14 @@ fn by_default_a_cap_past_the_file_limit_gets_as_many_workers_as_it_needs() {
     let gw = Gateway::launch(gateway(500), 3, 500);
     drop(gw);
 
-    let mut one = gateway(200)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn missive gateway");
-    let mut line = String::new();
-    BufReader::new(one.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a line");
-    let _ = one.kill();
-    let _ = one.wait();
+    let (line, _) = first_line(&mut gateway(200));
     assert!(
         line.starts_with("missive gateway on ws://") && line.contains("at most 200 connections"),
         "{line}"
     );
 
     // One process asked for more than its files allow says so.
-    let mut alone = gateway(500)
-        .args(["--workers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn missive gateway");
-    let mut line = String::new();
-    BufReader::new(alone.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a line");
-    let _ = alone.kill();
-    let _ = alone.wait();
-    let mut stderr = String::new();
-    alone
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("stderr");
+    let (line, stderr) = first_line(gateway(500).args(["--workers", "1"]));
     assert!(line.contains("at most 500 connections"), "{line}");
     assert!(
         stderr.contains("warning: at most about 236 of the 500 connections allowed fit"),

@@ -19,7 +19,7 @@ use missive_proto::v1::chat_service_client::ChatServiceClient;
 use tonic::transport::Endpoint;
 
 use crate::support::{
-    BIN, Bearer, Serve, client, free_addr, spawn_serve, start_retrying_lost_ports, token,
+    BIN, Bearer, Serve, client, free_addr, http_get, spawn_serve, start_retrying_lost_ports, token,
 };
 
 impl Serve {
@@ -125,16 +125,7 @@ async fn on_port_zero_serve_prints_the_addresses_it_bound() {
         .create_direct(pb::CreateDirectRequest { peer: "bob".into() })
         .await
         .expect("ChatService answers on the printed address");
-    let mut c = TcpStream::connect(http).expect("the gateway listens on the printed address");
-    c.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        c,
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).expect("read");
+    let answer = http_get(http, "/healthz").expect("the gateway listens on the printed address");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let _ = child.kill();
     let _ = child.wait();

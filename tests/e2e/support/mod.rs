@@ -102,6 +102,21 @@ pub fn start_retrying_lost_ports<T>(mut start: impl FnMut() -> Result<T, String>
     }
 }
 
+/// The whole HTTP/1.1 response to `GET path` from `addr`, if it answers
+/// within 5 s.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut c = TcpStream::connect(addr).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 /// `missive serve` as a child process; killed on drop.
 pub struct Serve {
     pub child: Child,
@@ -176,16 +191,7 @@ impl Serve {
 
     /// The whole HTTP/1.1 response to `GET path`, if the gateway answers.
     pub fn get(&self, path: &str) -> Option<String> {
-        let mut c = TcpStream::connect(&self.http).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            c,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut out = String::new();
-        c.read_to_string(&mut out).ok()?;
-        Some(out)
+        http_get(&self.http, path)
     }
 
     /// SIGTERM, then the exit status and what it printed.

@@ -26,7 +26,7 @@
 //! Below that, the benchmark's own process holds every client: the same
 //! [`Share`] of connections, in process.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
@@ -398,19 +398,10 @@ impl HolderProcess {
             .context("starting a holder process")?;
         let stdin = child.stdin.take().context("a holder process's stdin")?;
         let stdout = child.stdout.take().context("a holder process's stdout")?;
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
         Ok(HolderProcess {
             child,
             stdin,
-            lines,
+            lines: lines_of(stdout),
         })
     }
 
@@ -654,17 +645,7 @@ pub(crate) fn hold_process() -> Result<()> {
         .build()
         .context("starting the holder's runtime")?;
     rt.block_on(async {
-        // Commands, read on a thread (a blocking read); the channel closes
-        // at the end of stdin.
-        let (tx, mut commands) = mpsc::unbounded_channel::<String>();
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let mut commands = lines_of(std::io::stdin());
         let share = Share::open(server, &auth, first..end, opening, subscribing)?;
         let mut out = std::io::stdout();
         while let Some(command) = commands.recv().await {
@@ -681,6 +662,21 @@ pub(crate) fn hold_process() -> Result<()> {
         share.close().await;
         Ok(())
     })
+}
+
+/// The lines of `input`, read on a thread of their own (a blocking read);
+/// the channel closes at the end of the input.
+fn lines_of(input: impl Read + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    let (tx, lines) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(input).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    lines
 }
 
 /// "1 process", "3 processes".

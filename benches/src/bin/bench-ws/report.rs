@@ -350,7 +350,7 @@ impl Report {
                 "p99_ratio_to_durable_relay": self.missive.median(|s| s.p99_us) / self.durable_relay.median(|s| s.p99_us),
                 "goal_p99_us_durable_relay": self.durable_relay.goal_p99(),
             },
-            "goals": goals.iter().map(|g| json!({"what": g.what, "value": g.value, "target": g.target, "met": g.met})).collect::<Vec<_>>(),
+            "goals": goals_json(&goals),
             "all_goals_met": goals.iter().all(|g| g.met),
             "runtime_s": runtime.as_secs_f64(),
         })
@@ -374,6 +374,13 @@ fn idle_goals(i: &IdleRun) -> Vec<Goal> {
             met: kib <= GOAL_KIB_PER_CONNECTION,
         },
     ]
+}
+
+fn goals_json(goals: &[Goal]) -> Vec<Value> {
+    goals
+        .iter()
+        .map(|g| json!({"what": g.what, "value": g.value, "target": g.target, "met": g.met}))
+        .collect()
 }
 
 fn print_goals(goals: &[Goal]) {
@@ -473,7 +480,7 @@ pub(crate) fn idle_only_json(i: &IdleRun, quick: bool, open_files: u64) -> Value
         "cores": cores(),
         "open_files": open_files,
         "idle": idle_json(i),
-        "goals": goals.iter().map(|g| json!({"what": g.what, "value": g.value, "target": g.target, "met": g.met})).collect::<Vec<_>>(),
+        "goals": goals_json(&goals),
         "all_goals_met": goals.iter().all(|g| g.met),
     })
 }

@@ -7,8 +7,9 @@
 //! process, sharing its port), for more connections than one process's
 //! open-file limit holds; its memory is then theirs and its own, summed.
 //!
-//! The processes are owned by [`Missive`]: dropping it kills them (and the
-//! gateway's workers), so no path out of the benchmark leaves one behind.
+//! The processes are owned by [`Missive`]: dropping it kills them (the
+//! gateway's workers end with their gateway), so no path out of the
+//! benchmark leaves one behind.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -18,7 +19,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rustix::process::{Pid, Signal, kill_process};
 
 /// The environment variable `missive serve` reads its HS256 secret from.
 const JWT_SECRET_ENV: &str = "MISSIVE_JWT_SECRET";
@@ -43,8 +43,8 @@ pub(crate) enum Layout {
     /// In the node's process: `missive serve`'s own gateway.
     Embedded,
     /// A `missive gateway` process of its own, reaching the node over gRPC,
-    /// made of `workers` worker processes (`--workers`, passed when above
-    /// 1), each holding its share of the connections.
+    /// made of `workers` worker processes (`--workers`; 1: the process
+    /// serves alone), each holding its share of the connections.
     Separate { workers: usize },
 }
 
@@ -58,7 +58,7 @@ pub(crate) struct Missive {
     http: SocketAddr,
     node: Process,
     gateway_process: Option<Process>,
-    /// The gateway's worker processes asked for (1: no `--workers`).
+    /// The gateway's worker processes asked for (1: it serves alone).
     workers: usize,
 }
 
@@ -108,10 +108,8 @@ impl Missive {
                 cmd.arg("gateway")
                     .args(["--node", &grpc])
                     .args(["--listen", &gateway.to_string()])
-                    .args(["--max-connections", &max_connections.to_string()]);
-                if workers > 1 {
-                    cmd.args(["--workers", &workers.to_string()]);
-                }
+                    .args(["--max-connections", &max_connections.to_string()])
+                    .args(["--workers", &workers.to_string()]);
                 let process = spawn(
                     "missive gateway",
                     binary,
@@ -251,10 +249,9 @@ impl Missive {
     }
 
     /// Stops the gateway, if separate, then the node: SIGTERM, then SIGKILL after
-    /// [`STOP_TIMEOUT`]. The gateway's workers are its to stop; any left
-    /// after it exited are killed.
+    /// [`STOP_TIMEOUT`]. The gateway's workers are its own to stop: they
+    /// end with it, killed or not (see `missive gateway --workers`).
     pub(crate) fn stop(mut self) -> Result<()> {
-        let workers = self.gateway_pid().map(children).unwrap_or_default();
         for p in self.processes() {
             // `kill` the command: std has no way to send SIGTERM, and a
             // process that does not take it is killed below anyway.
@@ -277,24 +274,12 @@ impl Missive {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while workers.iter().any(|w| running(*w)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let left = kill_all(&workers);
-        if left > 0 {
-            eprintln!("{left} of the gateway's worker processes outlived it; killed them");
-        }
         Ok(())
     }
 }
 
 impl Drop for Missive {
     fn drop(&mut self) {
-        // Read before the gateway is killed: its workers are then no
-        // longer its children.
-        let workers = self.gateway_pid().map(children).unwrap_or_default();
-        kill_all(&workers);
         for p in self.processes() {
             // Already exited after `stop`; then both calls are harmless.
             let _ = p.child.kill();
@@ -358,26 +343,6 @@ fn children(pid: u32) -> Vec<u32> {
     found.sort_unstable();
     found.dedup();
     found
-}
-
-/// True while process `pid` exists and is not a zombie.
-fn running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let state = s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned();
-            Some(state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
-}
-
-/// SIGKILLs every process of `pids` still running; how many were.
-fn kill_all(pids: &[u32]) -> usize {
-    pids.iter()
-        .filter(|&&pid| running(pid))
-        .filter_map(|&pid| i32::try_from(pid).ok().and_then(Pid::from_raw))
-        .filter(|&p| kill_process(p, Signal::KILL).is_ok())
-        .count()
 }
 
 /// The resident memory of process `pid` (VmRSS), in KiB.
