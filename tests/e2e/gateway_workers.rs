@@ -182,6 +182,15 @@ fn worker_announcement(line: &str) -> Option<(usize, u32)> {
     Some((index.parse().ok()?, pid.parse().ok()?))
 }
 
+/// Sends `sig` (`KILL`, `TERM`, `HUP`) to process `pid`.
+fn signal(sig: &str, pid: u32) {
+    let sent = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -{sig} {pid}");
+}
+
 /// Whether process `pid` is gone (or a zombie nobody has reaped yet).
 fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -291,13 +300,7 @@ async fn a_gateway_of_two_workers_serves_on_one_port_survives_a_worker_kill_and_
     // A worker killed: its clients lose their connections, the other
     // worker's keep theirs, and the supervisor starts it again.
     let victim = gw.workers[1];
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &victim.to_string()])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    signal("KILL", victim);
     gw.await_restart(1, victim);
     gw.await_metrics((2, held[0]));
     let mut dropped = 0;
@@ -320,13 +323,7 @@ async fn a_gateway_of_two_workers_serves_on_one_port_survives_a_worker_kill_and_
     // SIGTERM to the supervisor: every client is told to reconnect
     // elsewhere (1012), every worker exits, and so does the gateway.
     let workers = gw.workers.clone();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &gw.supervisor().to_string()])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    signal("TERM", gw.supervisor());
     for ws in &mut kept {
         assert_eq!(close_code(ws).await, Some(1012));
     }
@@ -394,13 +391,7 @@ async fn sighup_replaces_every_worker_while_the_port_stays_open() {
         }
     });
 
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &gw.supervisor().to_string()])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    signal("HUP", gw.supervisor());
     let mut replaced = false;
     gw.read_until(|gw, line| {
         replaced |= line.contains("every worker replaced");
