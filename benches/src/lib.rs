@@ -8,6 +8,7 @@
 
 pub mod binary;
 pub mod cpu;
+pub mod store_limit;
 
 /// Median, p50 and p99 of a set of samples.
 pub mod stats {

@@ -22,8 +22,9 @@
 //! - **the store's limit**: the rows of the stores the first replay built,
 //!   read back and inserted in key order into a new redb file in one
 //!   transaction, made durable — what writing those projections costs
-//!   redb alone, with no log read and nothing applied. No replay into
-//!   redb can beat it.
+//!   redb alone, with no log read and nothing applied
+//!   (`missive_benches::store_limit`), one store at a time and all in
+//!   parallel. No replay into redb can beat it.
 //!
 //! An event is one applied command. The last line of output is JSON.
 
@@ -34,8 +35,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use missive_api::ids::new_group_id;
 use missive_api::offline::{DEFAULT_BATCH, Progress, Source, StopAt, rebuild_partition};
-use missive_api::store::{Store, TABLES};
 use missive_benches::stats::median_of;
+use missive_benches::store_limit::{self, Limit};
 use missive_log::fs::StdFs;
 use missive_log::verify::read_dir;
 use missive_log::{Log, Options, Record};
@@ -195,34 +196,6 @@ fn replay(source: &Source, scratch: &Path, parallel: bool, batch: usize) -> Resu
     Ok(pass)
 }
 
-/// Seconds redb alone takes to write the projections rebuilt into
-/// `scratch` (one store per partition), and their rows: each store's rows,
-/// in key order, into a new file in one transaction, then a durable
-/// commit.
-fn store_limit(scratch: &Path, partitions: u32) -> Result<(f64, u64)> {
-    let mut secs = 0.0;
-    let mut count = 0u64;
-    for p in 0..partitions {
-        let rows = Store::open(&scratch.join(format!("p{p}.redb")))?.dump()?;
-        let path = scratch.join(format!("limit-{p}.redb"));
-        let t = Instant::now();
-        let db = redb::Database::create(&path)?;
-        let txn = db.begin_write()?;
-        // A dump lists the rows table by table.
-        for group in rows.chunk_by(|a, b| a.0 == b.0) {
-            let mut t = txn.open_table(TABLES[group[0].0 as usize])?;
-            for (_, k, v) in group {
-                t.insert(k.as_slice(), v.as_slice())?;
-            }
-        }
-        txn.commit()?;
-        drop(db);
-        secs += t.elapsed().as_secs_f64();
-        count += rows.len() as u64;
-    }
-    Ok((secs, count))
-}
-
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let sends_per_partition = if quick { 10_000 } else { 100_000 };
@@ -273,7 +246,8 @@ fn main() -> Result<()> {
         ),
     ];
     let mut passes: Vec<Vec<Pass>> = vec![Vec::new(); variants.len()];
-    let mut limits = Vec::new();
+    let mut limits: Vec<Limit> = Vec::new();
+    let mut parallel_limits: Vec<Limit> = Vec::new();
     let mut log_bytes = 0u64;
     for run in 0..RUNS {
         let t = Instant::now();
@@ -295,7 +269,13 @@ fn main() -> Result<()> {
             let out = dir.path().join("out");
             let pass = replay(&source, &out, *parallel, *batch)?;
             if k == 0 {
-                limits.push(store_limit(&out, PARTITIONS)?);
+                let stores: Vec<_> = (0..PARTITIONS)
+                    .map(|p| out.join(format!("p{p}.redb")))
+                    .collect();
+                let dumps = store_limit::load(&stores)?;
+                let scratch = dir.path().join("limit");
+                limits.push(store_limit::measure(&dumps, &scratch, false)?);
+                parallel_limits.push(store_limit::measure(&dumps, &scratch, true)?);
             }
             std::fs::remove_dir_all(&out).ok();
             eprintln!(
@@ -335,16 +315,28 @@ fn main() -> Result<()> {
         records as f64 / scan_secs,
         mb / scan_secs
     );
-    let limit_secs = median_of(&limits, |l| l.0);
-    let rows = limits.first().map_or(0, |l| l.1);
+    let limit_secs = median_of(&limits, |l| l.secs);
+    let parallel_limit_secs = median_of(&parallel_limits, |l| l.secs);
+    let rows = limits.first().map_or(0, |l| l.rows);
     let events = passes[0].first().map_or(0, |p| p.commands);
-    println!(
-        "{:<50} {:>10.3} {:>12.0} {:>10}",
-        format!("the store's limit: {rows} rows into redb"),
-        limit_secs,
-        events as f64 / limit_secs,
-        "-"
-    );
+    for (what, secs) in [
+        (
+            format!("the store's limit: {rows} rows into redb"),
+            limit_secs,
+        ),
+        (
+            "the store's limit, partitions in parallel".to_owned(),
+            parallel_limit_secs,
+        ),
+    ] {
+        println!(
+            "{:<50} {:>10.3} {:>12.0} {:>10}",
+            what,
+            secs,
+            events as f64 / secs,
+            "-"
+        );
+    }
     let mut json_variants = Vec::new();
     for ((name, parallel, batch), ps) in variants.iter().zip(&passes) {
         let secs = median_of(ps, |p| p.secs);
@@ -374,6 +366,7 @@ fn main() -> Result<()> {
             "raw_read": { "secs": raw_secs, "mb_per_s": mb / raw_secs },
             "scan": { "secs": scan_secs, "records_per_s": records as f64 / scan_secs, "mb_per_s": mb / scan_secs },
             "store_limit": { "secs": limit_secs, "rows": rows, "events_per_s": events as f64 / limit_secs },
+            "store_limit_parallel": { "secs": parallel_limit_secs, "rows": rows, "events_per_s": events as f64 / parallel_limit_secs },
             "replay": json_variants,
         })
     );

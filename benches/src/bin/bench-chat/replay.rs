@@ -9,6 +9,11 @@
 //! the `StateMachine` trait, exactly as the node applies them. An event
 //! here is one applied command.
 //!
+//! Beside them, the store's limit (`missive_benches::store_limit`): the
+//! rows of the stores the first pass rebuilt, written by redb alone in key
+//! order into fresh files, one transaction and one durable commit each,
+//! one store at a time and all in parallel. No replay into redb beats it.
+//!
 //! Time is split three ways: the scan (reading, CRC and hash chain: what
 //! the raw scan measures alone), decoding the envelopes, and `apply`
 //! (decoding the chat commands, the redb transaction and its commit).
@@ -20,6 +25,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use missive_api::ChatStateMachine;
 use missive_benches::stats::median_of;
+use missive_benches::store_limit::{self, Limit};
 use missive_log::format::parse_segment_file_name;
 use missive_log::fs::StdFs;
 use missive_log::verify::{Problem, read_dir};
@@ -92,6 +98,10 @@ pub(crate) struct Replay {
     pub(crate) variants: Vec<Variant>,
     /// Bytes of the rebuilt stores (the node's batch, one thread).
     pub(crate) store_bytes: u64,
+    /// redb alone writing the rebuilt rows: one store at a time, and all
+    /// in parallel (medians).
+    pub(crate) limit_serial: Limit,
+    pub(crate) limit_parallel: Limit,
 }
 
 fn log_dir(data: &Path, p: u32) -> PathBuf {
@@ -127,6 +137,7 @@ pub(crate) fn run(data: &Path, scratch: &Path, partitions: u32, replays: usize) 
     ];
     let mut log_bytes = 0;
     let mut store_bytes = 0;
+    let mut limits: (Vec<Limit>, Vec<Limit>) = (Vec::new(), Vec::new());
     for rep in 0..replays {
         let t = Instant::now();
         log_bytes = 0;
@@ -147,6 +158,13 @@ pub(crate) fn run(data: &Path, scratch: &Path, partitions: u32, replays: usize) 
             );
             if k == 0 {
                 store_bytes = dir_bytes(&dir)?;
+                let stores: Vec<PathBuf> = (0..partitions)
+                    .map(|p| dir.join(format!("p{p}.redb")))
+                    .collect();
+                let dumps = store_limit::load(&stores)?;
+                let out = scratch.join(format!("limit-{rep}"));
+                limits.0.push(store_limit::measure(&dumps, &out, false)?);
+                limits.1.push(store_limit::measure(&dumps, &out, true)?);
             }
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             passes.push(pass);
@@ -176,7 +194,16 @@ pub(crate) fn run(data: &Path, scratch: &Path, partitions: u32, replays: usize) 
             })
             .collect(),
         store_bytes,
+        limit_serial: median_limit(&limits.0),
+        limit_parallel: median_limit(&limits.1),
     })
+}
+
+fn median_limit(limits: &[Limit]) -> Limit {
+    Limit {
+        secs: median_of(limits, |l| l.secs),
+        ..limits.first().copied().unwrap_or_default()
+    }
 }
 
 /// Reads every partition's log and does nothing with the records.

@@ -1,0 +1,81 @@
+//! What redb alone takes to write a set of projections: the limit no
+//! replay into it can beat.
+//!
+//! The rows of rebuilt stores (one per partition) are read back into
+//! memory first, outside the clock. Then each store's rows go, in key
+//! order (a dump lists them table by table, each table in order), into a
+//! fresh redb file in one write transaction, which commits durably. No log
+//! is read, nothing is decoded and no projection logic runs: this is the
+//! B-tree inserts and the write-out alone. A replay does all of that and
+//! more, and commits in many transactions, not one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use missive_api::store::{Row, Store, TABLES};
+
+/// One measurement.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limit {
+    /// Wall time of the writes and commits, all stores together.
+    pub secs: f64,
+    /// Rows written.
+    pub rows: u64,
+    /// The files' sizes after the commits.
+    pub bytes: u64,
+}
+
+/// The rows of each store in `stores`, read before any clock starts.
+pub fn load(stores: &[PathBuf]) -> Result<Vec<Vec<Row>>> {
+    stores.iter().map(|p| Ok(Store::open(p)?.dump()?)).collect()
+}
+
+/// Writes each of `dumps` into a new redb file under `scratch`, one after
+/// the other or each on its own thread, and times it.
+pub fn measure(dumps: &[Vec<Row>], scratch: &Path, parallel: bool) -> Result<Limit> {
+    std::fs::create_dir_all(scratch)?;
+    let write = |i: usize| -> Result<(u64, u64)> {
+        let path = scratch.join(format!("limit-{i}.redb"));
+        let _ = std::fs::remove_file(&path);
+        let db = redb::Database::create(&path)?;
+        let txn = db.begin_write()?;
+        for group in dumps[i].chunk_by(|a, b| a.0 == b.0) {
+            let mut t = txn.open_table(TABLES[group[0].0 as usize])?;
+            for (_, k, v) in group {
+                t.insert(k.as_slice(), v.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        drop(db);
+        Ok((dumps[i].len() as u64, std::fs::metadata(&path)?.len()))
+    };
+    let t = Instant::now();
+    let results: Vec<Result<(u64, u64)>> = if parallel {
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..dumps.len())
+                .map(|i| s.spawn(move || write(i)))
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a writer thread panicked")))
+                })
+                .collect()
+        })
+    } else {
+        (0..dumps.len()).map(write).collect()
+    };
+    let secs = t.elapsed().as_secs_f64();
+    let mut limit = Limit {
+        secs,
+        ..Limit::default()
+    };
+    for r in results {
+        let (rows, bytes) = r?;
+        limit.rows += rows;
+        limit.bytes += bytes;
+    }
+    std::fs::remove_dir_all(scratch)?;
+    Ok(limit)
+}
