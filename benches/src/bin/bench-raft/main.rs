@@ -34,7 +34,9 @@
 //!   same directory as both clusters' data, at the end of a file and over a
 //!   file written beforehand; the faster p50 of the two is the limit (see
 //!   `limit`). One commit needs at least one of these (the leader's), and a
-//!   3-node commit in practice a leader's and a follower's.
+//!   3-node commit in practice a leader's and a follower's. Beside it, three
+//!   overwrite loops at once, a file each: what each costs while the three
+//!   nodes' logs share the disk (context, not the goal's measure).
 //!
 //! Each case runs a warm-up, then a measured window; a write counts if it
 //! completes inside the window, and its latency is a sample. Throughput is
@@ -266,6 +268,7 @@ fn main() -> Result<()> {
     let limit = Limit {
         append: median(|l| l.append),
         overwrite: median(|l| l.overwrite),
+        concurrent: median(|l| l.concurrent),
     };
     let floor = limit.floor();
     let cases = CLIENTS
