@@ -37,8 +37,9 @@ use missive_raft::types::{LeaderId, LogId, StoredMembership};
 use missive_raft::{AppliedState, Command, CommandEntry, LOG_DIR, MAX_APPLY_BATCH};
 use prost::Message;
 
-/// A larger batch than the node's, to see what batching alone buys.
-const LARGE_BATCH: usize = 16_384;
+/// A larger batch than the node's, to see what batching alone buys: the
+/// offline rebuild's (`missive log replay`).
+const LARGE_BATCH: usize = missive_api::offline::DEFAULT_BATCH;
 
 /// One pass over every partition's log.
 #[derive(Clone, Copy, Debug, Default)]
@@ -132,6 +133,12 @@ pub(crate) fn run(data: &Path, scratch: &Path, partitions: u32, replays: usize) 
             format!("{partitions} threads"),
             partitions as usize,
             MAX_APPLY_BATCH,
+            Vec::new(),
+        ),
+        (
+            format!("{partitions} threads"),
+            partitions as usize,
+            LARGE_BATCH,
             Vec::new(),
         ),
     ];
