@@ -10,6 +10,29 @@ pub mod binary;
 pub mod cpu;
 pub mod store_limit;
 
+/// Runs `f(0)`, …, `f(n - 1)`, each on a thread of its own (all at once)
+/// or one after the other, and returns their results in order. A thread
+/// that panics gives an error.
+pub fn run_each<T: Send>(
+    n: usize,
+    parallel: bool,
+    f: impl Fn(usize) -> anyhow::Result<T> + Sync,
+) -> Vec<anyhow::Result<T>> {
+    if !parallel {
+        return (0..n).map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a thread panicked")))
+            })
+            .collect()
+    })
+}
+
 /// Median, p50 and p99 of a set of samples.
 pub mod stats {
     /// The value at quantile `q` (0.0..=1.0) of `samples`, which it sorts.

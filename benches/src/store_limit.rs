@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use missive_api::store::{Row, Store, TABLES};
 
 /// One measurement.
@@ -51,21 +51,7 @@ pub fn measure(dumps: &[Vec<Row>], scratch: &Path, parallel: bool) -> Result<Lim
         Ok((dumps[i].len() as u64, std::fs::metadata(&path)?.len()))
     };
     let t = Instant::now();
-    let results: Vec<Result<(u64, u64)>> = if parallel {
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..dumps.len())
-                .map(|i| s.spawn(move || write(i)))
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a writer thread panicked")))
-                })
-                .collect()
-        })
-    } else {
-        (0..dumps.len()).map(write).collect()
-    };
+    let results = crate::run_each(dumps.len(), parallel, write);
     let secs = t.elapsed().as_secs_f64();
     let mut limit = Limit {
         secs,

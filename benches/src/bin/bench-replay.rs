@@ -168,21 +168,8 @@ fn replay(source: &Source, scratch: &Path, parallel: bool, batch: usize) -> Resu
         Ok((r.commands, r.bytes))
     };
     let t = Instant::now();
-    let results: Vec<Result<(u64, u64)>> = if parallel {
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..source.partitions())
-                .map(|p| s.spawn(move || run(p)))
-                .collect();
-            hs.into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
-                })
-                .collect()
-        })
-    } else {
-        (0..source.partitions()).map(run).collect()
-    };
+    let results =
+        missive_benches::run_each(source.partitions() as usize, parallel, |p| run(p as u32));
     let secs = t.elapsed().as_secs_f64();
     let mut pass = Pass {
         secs,
@@ -202,18 +189,11 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir().context("a scratch directory")?;
     let data = dir.path().join("data");
     eprintln!("bench-replay: writing {PARTITIONS} partitions × {sends_per_partition} messages…");
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..PARTITIONS)
-            .map(|p| {
-                let data = &data;
-                s.spawn(move || generate(data, p, sends_per_partition))
-            })
-            .collect();
-        hs.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
-        })
-    })?;
+    for r in missive_benches::run_each(PARTITIONS as usize, true, |p| {
+        generate(&data, p as u32, sends_per_partition)
+    }) {
+        r?;
+    }
     let source = Source::open(&data)?;
     let mut files = Vec::new();
     for p in 0..PARTITIONS {

@@ -257,23 +257,11 @@ fn replay(data: &Path, dir: &Path, partitions: u32, parallel: bool, batch: usize
     std::fs::create_dir_all(dir)?;
     let t = Instant::now();
     let mut total = Pass::default();
-    if parallel {
-        let passes = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..partitions)
-                .map(|p| s.spawn(move || replay_partition(data, dir, p, batch)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().map_err(|_| anyhow!("a replay thread panicked"))?)
-                .collect::<Result<Vec<Pass>>>()
-        })?;
-        for p in &passes {
-            total.add(p);
-        }
-    } else {
-        for p in 0..partitions {
-            total.add(&replay_partition(data, dir, p, batch)?);
-        }
+    let passes = missive_benches::run_each(partitions as usize, parallel, |p| {
+        replay_partition(data, dir, p as u32, batch)
+    });
+    for p in passes {
+        total.add(&p?);
     }
     total.secs = t.elapsed().as_secs_f64();
     Ok(total)

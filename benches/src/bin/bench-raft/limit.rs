@@ -72,16 +72,8 @@ impl Limit {
 pub(crate) fn measure_limit(dir: &Path, time: Duration) -> Result<Limit> {
     let append = summary(fdatasync_latency(dir, 0, time, false)?);
     let overwrite = summary(fdatasync_latency(dir, 0, time, true)?);
-    let loops: Vec<Result<Vec<f64>>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..CONCURRENT_LOOPS)
-            .map(|i| s.spawn(move || fdatasync_latency(dir, i, time, true)))
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a limit loop panicked")))
-            })
-            .collect()
+    let loops = missive_benches::run_each(CONCURRENT_LOOPS, true, |i| {
+        fdatasync_latency(dir, i, time, true)
     });
     let mut all = Vec::new();
     for l in loops {
