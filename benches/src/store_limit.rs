@@ -9,11 +9,13 @@
 //! B-tree inserts and the write-out alone. A replay does all of that and
 //! more, and commits in many transactions, not one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
 use missive_api::store::{Row, Store, TABLES};
+
+use crate::stats::median_of;
 
 /// One measurement.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,18 +28,35 @@ pub struct Limit {
     pub bytes: u64,
 }
 
-/// The rows of each store in `stores`, read before any clock starts.
-pub fn load(stores: &[PathBuf]) -> Result<Vec<Vec<Row>>> {
-    stores.iter().map(|p| Ok(Store::open(p)?.dump()?)).collect()
+impl Limit {
+    /// The median time of `limits` (measurements of the same rows).
+    pub fn median(limits: &[Limit]) -> Limit {
+        Limit {
+            secs: median_of(limits, |l| l.secs),
+            ..limits.first().copied().unwrap_or_default()
+        }
+    }
+}
+
+/// The limit for the stores `p0.redb`, `p1.redb`, … of `partitions`
+/// partitions in `dir`: written one store at a time, then all at once, in
+/// a scratch directory `scratch` (removed afterwards).
+pub fn of_stores(dir: &Path, partitions: u32, scratch: &Path) -> Result<(Limit, Limit)> {
+    let dumps = (0..partitions)
+        .map(|p| Ok(Store::open(&dir.join(format!("p{p}.redb")))?.dump()?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((
+        measure(&dumps, scratch, false)?,
+        measure(&dumps, scratch, true)?,
+    ))
 }
 
 /// Writes each of `dumps` into a new redb file under `scratch`, one after
 /// the other or each on its own thread, and times it.
-pub fn measure(dumps: &[Vec<Row>], scratch: &Path, parallel: bool) -> Result<Limit> {
+fn measure(dumps: &[Vec<Row>], scratch: &Path, parallel: bool) -> Result<Limit> {
     std::fs::create_dir_all(scratch)?;
     let write = |i: usize| -> Result<(u64, u64)> {
         let path = scratch.join(format!("limit-{i}.redb"));
-        let _ = std::fs::remove_file(&path);
         let db = redb::Database::create(&path)?;
         let txn = db.begin_write()?;
         for group in dumps[i].chunk_by(|a, b| a.0 == b.0) {

@@ -249,13 +249,10 @@ fn main() -> Result<()> {
             let out = dir.path().join("out");
             let pass = replay(&source, &out, *parallel, *batch)?;
             if k == 0 {
-                let stores: Vec<_> = (0..PARTITIONS)
-                    .map(|p| out.join(format!("p{p}.redb")))
-                    .collect();
-                let dumps = store_limit::load(&stores)?;
-                let scratch = dir.path().join("limit");
-                limits.push(store_limit::measure(&dumps, &scratch, false)?);
-                parallel_limits.push(store_limit::measure(&dumps, &scratch, true)?);
+                let (serial, parallel) =
+                    store_limit::of_stores(&out, PARTITIONS, &dir.path().join("limit"))?;
+                limits.push(serial);
+                parallel_limits.push(parallel);
             }
             std::fs::remove_dir_all(&out).ok();
             eprintln!(
@@ -295,9 +292,9 @@ fn main() -> Result<()> {
         records as f64 / scan_secs,
         mb / scan_secs
     );
-    let limit_secs = median_of(&limits, |l| l.secs);
-    let parallel_limit_secs = median_of(&parallel_limits, |l| l.secs);
-    let rows = limits.first().map_or(0, |l| l.rows);
+    let limit = Limit::median(&limits);
+    let parallel_limit = Limit::median(&parallel_limits);
+    let (limit_secs, parallel_limit_secs, rows) = (limit.secs, parallel_limit.secs, limit.rows);
     let events = passes[0].first().map_or(0, |p| p.commands);
     for (what, secs) in [
         (

@@ -165,13 +165,13 @@ pub(crate) fn run(data: &Path, scratch: &Path, partitions: u32, replays: usize) 
             );
             if k == 0 {
                 store_bytes = dir_bytes(&dir)?;
-                let stores: Vec<PathBuf> = (0..partitions)
-                    .map(|p| dir.join(format!("p{p}.redb")))
-                    .collect();
-                let dumps = store_limit::load(&stores)?;
-                let out = scratch.join(format!("limit-{rep}"));
-                limits.0.push(store_limit::measure(&dumps, &out, false)?);
-                limits.1.push(store_limit::measure(&dumps, &out, true)?);
+                let (serial, parallel) = store_limit::of_stores(
+                    &dir,
+                    partitions,
+                    &scratch.join(format!("limit-{rep}")),
+                )?;
+                limits.0.push(serial);
+                limits.1.push(parallel);
             }
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             passes.push(pass);
@@ -201,16 +201,9 @@ pub(crate) fn run(data: &Path, scratch: &Path, partitions: u32, replays: usize) 
             })
             .collect(),
         store_bytes,
-        limit_serial: median_limit(&limits.0),
-        limit_parallel: median_limit(&limits.1),
+        limit_serial: Limit::median(&limits.0),
+        limit_parallel: Limit::median(&limits.1),
     })
-}
-
-fn median_limit(limits: &[Limit]) -> Limit {
-    Limit {
-        secs: median_of(limits, |l| l.secs),
-        ..limits.first().copied().unwrap_or_default()
-    }
 }
 
 /// Reads every partition's log and does nothing with the records.
