@@ -17,9 +17,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use missive_gateway::{Gateway, Limits};
 use rustix::process::{Resource, getrlimit, setrlimit};
+use tokio::net::TcpListener;
 
 use crate::gateway_workers::Workers;
-use tokio::net::TcpListener;
 
 /// Runs a gateway.
 #[derive(Debug, clap::Args)]

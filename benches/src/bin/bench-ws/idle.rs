@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt;
 use missive_api::Auth;
-use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -209,7 +208,7 @@ impl Counts {
 
 /// [`Counts`] read at one moment, added up over holders, and passed from
 /// a holder process to the benchmark as a JSON line.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Tally {
     authenticated: u64,
     open: u64,
@@ -229,34 +228,6 @@ impl Tally {
         if self.first_error.is_none() {
             self.first_error = t.first_error;
         }
-    }
-
-    fn json(&self) -> Value {
-        json!({
-            "authenticated": self.authenticated,
-            "open": self.open,
-            "subscribed_open": self.subscribed_open,
-            "settled": self.settled,
-            "failures": self.failures,
-            "first_error": self.first_error,
-        })
-    }
-
-    fn parse(line: &str) -> Result<Tally> {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("a holder process said {line:?}, not its counts"))?;
-        let n = |k: &str| {
-            v[k].as_u64()
-                .with_context(|| format!("no {k} in a holder process's counts: {line}"))
-        };
-        Ok(Tally {
-            authenticated: n("authenticated")?,
-            open: n("open")?,
-            subscribed_open: n("subscribed_open")?,
-            settled: n("settled")?,
-            failures: n("failures")?,
-            first_error: v["first_error"].as_str().map(str::to_owned),
-        })
     }
 }
 
@@ -414,7 +385,8 @@ impl HolderProcess {
     async fn tally(&mut self) -> Result<Tally> {
         self.command("report")?;
         match self.lines.recv().await {
-            Some(line) => Tally::parse(&line),
+            Some(line) => serde_json::from_str(&line)
+                .with_context(|| format!("a holder process said {line:?}, not its counts")),
             None => bail!(
                 "holder process {} ended ({:?})",
                 self.child.id(),
@@ -651,7 +623,7 @@ pub(crate) fn hold_process() -> Result<()> {
         while let Some(command) = commands.recv().await {
             match command.trim() {
                 "report" => {
-                    writeln!(out, "{}", share.tally().await.json())?;
+                    writeln!(out, "{}", serde_json::to_string(&share.tally().await)?)?;
                     out.flush()?;
                 }
                 "subscribe" => share.advance(Step::Subscribe),
