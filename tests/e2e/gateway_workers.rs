@@ -33,15 +33,19 @@ struct Gateway {
 
 impl Gateway {
     fn start(node_grpc: &str, workers: u16) -> Gateway {
+        // Each worker's share of the cap holds every connection a test
+        // opens, old and new: the kernel may hand them all to one worker,
+        // and a refusal would be the cap working, not a failure.
+        let cap = workers * 2 * CONNECTIONS as u16;
         let mut cmd = Command::new(BIN);
         cmd.args(["gateway", "--node", node_grpc, "--listen", "127.0.0.1:0"])
             .args([
                 "--workers",
                 &workers.to_string(),
                 "--max-connections",
-                "100",
+                &cap.to_string(),
             ]);
-        Gateway::launch(cmd, workers, 100)
+        Gateway::launch(cmd, workers, cap)
     }
 
     /// Runs `cmd`, a gateway of `workers` workers sharing a cap of `cap`,
