@@ -22,13 +22,22 @@ use missive_api::{Auth, Chat};
 use missive_gateway::devlogin::Minter;
 use missive_gateway::link::{DownStream, LocalNode, UpStream};
 use missive_gateway::{Gateway, Limits, MediaConfig};
-use missive_raft::{Node as Member, NodeConfig};
+use missive_raft::{DEFAULT_PARTITIONS, Node as Member, NodeConfig};
 use tokio::net::TcpListener;
 
 use crate::jwt_arg::{self, JwtArgs};
 use crate::retention_arg::RetentionArgs;
 use crate::secret_arg;
 use crate::tls_arg::TlsArgs;
+
+/// The partitions a new one-node directory gets: one per two cores, at
+/// least one and at most [`DEFAULT_PARTITIONS`].
+fn one_node_partitions() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u32::try_from(cores / 2)
+        .unwrap_or(u32::MAX)
+        .clamp(1, DEFAULT_PARTITIONS)
+}
 
 /// Runs missive on one machine.
 #[derive(Debug, clap::Args)]
@@ -45,7 +54,11 @@ pub struct ServeArgs {
     /// Where the node's internal replication service listens.
     #[arg(long, default_value = "127.0.0.1:7001")]
     internal: String,
-    /// Partitions of a new data directory (fixed at creation).
+    /// Partitions of a new data directory (fixed at creation). By
+    /// default one per two cores, from 1 to 4: on one machine each
+    /// partition costs a commit pipeline of its own, and more of them than
+    /// the cores can run only makes each one's batches smaller
+    /// (docs/benchmarks-ws.md, "Partitions of one node").
     #[arg(long)]
     partitions: Option<u32>,
     #[command(flatten)]
@@ -102,6 +115,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let http_addr = http.local_addr().context("the gateway's listener")?;
     let mut config = NodeConfig::new(NODE_ID, &args.data, secret)?;
     config.partitions = args.partitions;
+    config.new_partitions = one_node_partitions();
     config.log.retention = args.retention.policy();
     let chat = Chat::start_with(config, auth, internal, args.retention.chat_options())
         .await
@@ -129,11 +143,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     say!(
         "missive serving ChatService on {}{} and the WebSocket gateway on {ws}://{}/ws \
-         ({} partitions, data in {})",
+         ({} partition{}, data in {})",
         grpc_addr,
         if grpc_tls.is_some() { " (TLS)" } else { "" },
         http_addr,
         node.partitions(),
+        if node.partitions() == 1 { "" } else { "s" },
         args.data.display()
     );
     say!("  the web app: {web}://{http_addr}/");

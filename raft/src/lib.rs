@@ -83,7 +83,7 @@ pub use log_store::{
     WRITE_QUEUE_DEPTH,
 };
 pub use network::{ClusterSecret, SECRET_HEADER};
-pub use node::{Node as ClusterNode, NodeConfig, NodeStatus};
+pub use node::{DEFAULT_PARTITIONS, Node as ClusterNode, NodeConfig, NodeStatus};
 pub use sm_store::{MAX_APPLY_BATCH, RaftSnapshot, SnapshotBuilder, StateMachineStore};
 pub use snapshot::{MAX_STATE_BYTES, SnapshotFile};
 pub use state_machine::{CommandEntry, SnapshotSource, StateMachine};

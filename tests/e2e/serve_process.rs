@@ -22,6 +22,13 @@ use crate::support::{
     BIN, Bearer, Serve, client, free_addr, http_get, spawn_serve, start_retrying_lost_ports, token,
 };
 
+/// The partitions `missive serve` gives a new data directory: one per
+/// two cores, from 1 to 4.
+fn default_partitions() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    (cores / 2).clamp(1, 4)
+}
+
 impl Serve {
     fn metrics(&self) -> Metrics {
         let body = self.get("/metrics").expect("/metrics answers");
@@ -120,6 +127,11 @@ async fn on_port_zero_serve_prints_the_addresses_it_bound() {
             "{addr} is not the bound address: {first}"
         );
     }
+    let partitions = match default_partitions() {
+        1 => "(1 partition, data in ".to_owned(),
+        p => format!("({p} partitions, data in "),
+    };
+    assert!(first.contains(&partitions), "{first}");
     let mut alice = client(grpc, "alice").await;
     alice
         .create_direct(pb::CreateDirectRequest { peer: "bob".into() })
@@ -184,8 +196,9 @@ async fn metrics_expose_the_listed_series_and_move_when_messages_flow() {
     ] {
         before.value(series);
     }
-    assert_eq!(before.value("missive_raft_partitions"), 4.0);
-    assert_eq!(before.value("missive_raft_partitions_led"), 4.0);
+    let partitions = f64::from(default_partitions());
+    assert_eq!(before.value("missive_raft_partitions"), partitions);
+    assert_eq!(before.value("missive_raft_partitions_led"), partitions);
 
     let mut alice = client(&serve.grpc, "alice").await;
     let mut bob = client(&serve.grpc, "bob").await;
@@ -308,7 +321,11 @@ async fn metrics_expose_the_listed_series_and_move_when_messages_flow() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         screen = status();
     }
-    assert!(screen.contains("4 partitions, leads 4"), "{screen}");
+    let p = default_partitions();
+    assert!(
+        screen.contains(&format!("{p} partitions, leads {p}")),
+        "{screen}"
+    );
     assert!(screen.contains("1 live subscriptions"), "{screen}");
     assert!(
         screen.contains(&format!("{SENT} messages sent")),

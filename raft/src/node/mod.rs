@@ -112,8 +112,11 @@ pub struct NodeConfig {
     /// The data directory.
     pub data_dir: PathBuf,
     /// The partition count for a new directory; `None` takes the stored
-    /// one (or [`DEFAULT_PARTITIONS`]).
+    /// one (or [`NodeConfig::new_partitions`]).
     pub partitions: Option<u32>,
+    /// The partition count a new directory gets when `partitions` is
+    /// `None` ([`DEFAULT_PARTITIONS`] unless changed).
+    pub new_partitions: u32,
     /// What peers and operators must present.
     pub secret: ClusterSecret,
     /// The address peers reach this node at; `None` takes the listener's.
@@ -149,6 +152,7 @@ impl NodeConfig {
             id,
             data_dir: data_dir.into(),
             partitions: None,
+            new_partitions: DEFAULT_PARTITIONS,
             secret,
             advertise: None,
             raft: Arc::new(raft.validate().map_err(|e| Error::Config(e.to_string()))?),
@@ -298,7 +302,7 @@ impl<SM: StateMachine> Node<SM> {
         let dir = config.data_dir.clone();
         let meta = tokio::task::spawn_blocking({
             let dir = dir.clone();
-            move || meta::open_or_create(&dir, config.id, config.partitions, DEFAULT_PARTITIONS)
+            move || meta::open_or_create(&dir, config.id, config.partitions, config.new_partitions)
         })
         .await
         .map_err(|e| Error::Config(e.to_string()))??;

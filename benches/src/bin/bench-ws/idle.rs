@@ -97,6 +97,7 @@ pub(crate) fn start(
         secret,
         max_connections,
         Layout::Separate { workers },
+        None,
     )
 }
 

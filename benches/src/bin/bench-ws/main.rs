@@ -6,14 +6,16 @@
 //! ```text
 //! cargo run --release -p missive-benches --bin bench-ws -- [--quick]
 //!     [--idle N] [--users N] [--missive PATH] [--timeline FILE] [--goal-only]
-//!     [--idle-only]
+//!     [--idle-only] [--partitions N]
 //! ```
 //!
 //! `--goal-only` runs `missive serve` at the goal rate alone (its runs and
 //! the soak; no idle phase, step-up or other system) and prints their
 //! figures as JSON: for comparing two builds, alternated, in little time.
 //! `--idle-only` runs the idle phase alone and prints its figures (its part
-//! of the table and goals, then a JSON line).
+//! of the table and goals, then a JSON line). `--partitions N` starts the
+//! delivery phases' `missive serve` with N partitions instead of its
+//! default (one per two cores).
 //!
 //! # Method
 //!
@@ -133,7 +135,7 @@ pub(crate) const SPLIT: &str = "node+gateway";
 pub(crate) const RELAY: &str = "bare relay";
 pub(crate) const DURABLE_RELAY: &str = "durable relay";
 
-const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY] [--timeline FILE] [--goal-only] [--idle-only]";
+const USAGE: &str = "bench-ws [--quick] [--idle N] [--users N] [--missive PATH-TO-MISSIVE-BINARY] [--timeline FILE] [--goal-only] [--idle-only] [--partitions N]";
 
 /// The rate the latency goal is set at, msg/s.
 pub(crate) const GOAL_RATE: f64 = 5_000.0;
@@ -173,6 +175,8 @@ pub(crate) struct Plan {
     /// Only `missive serve` at the goal rate: no idle phase, no step-up,
     /// no other system (`--goal-only`, for comparing builds quickly).
     pub(crate) goal_only: bool,
+    /// The delivery phases' partitions; `None`: `missive serve`'s default.
+    pub(crate) partitions: Option<u32>,
 }
 
 impl Plan {
@@ -189,6 +193,7 @@ impl Plan {
                 max_rate: 40_000.0,
                 soak: Duration::from_secs(20),
                 goal_only: false,
+                partitions: None,
             }
         } else {
             Plan {
@@ -202,6 +207,7 @@ impl Plan {
                 max_rate: 160_000.0,
                 soak: Duration::from_secs(60),
                 goal_only: false,
+                partitions: None,
             }
         }
     }
@@ -230,6 +236,7 @@ struct Args {
     timeline: Option<PathBuf>,
     goal_only: bool,
     idle_only: bool,
+    partitions: Option<u32>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -241,6 +248,7 @@ fn parse_args() -> Result<Args> {
         timeline: None,
         goal_only: false,
         idle_only: false,
+        partitions: None,
     };
     let count = |v: Option<std::ffi::OsString>, what: &str| -> Result<usize> {
         v.as_ref()
@@ -257,6 +265,10 @@ fn parse_args() -> Result<Args> {
             Some("--idle-only") => args.idle_only = true,
             Some("--idle") => args.idle = Some(count(it.next(), "--idle")?),
             Some("--users") => args.users = Some(count(it.next(), "--users")?),
+            Some("--partitions") => {
+                let n = count(it.next(), "--partitions")?;
+                args.partitions = Some(u32::try_from(n).context("--partitions: too many")?);
+            }
             Some("--missive") => {
                 args.missive = Some(it.next().context("--missive needs a path")?.into());
             }
@@ -286,6 +298,7 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let mut plan = Plan::new(args.quick);
     plan.goal_only = args.goal_only;
+    plan.partitions = args.partitions;
     if let Some(n) = args.idle {
         plan.idle = n;
     }
@@ -475,7 +488,14 @@ async fn deliver_missive(
     clock: Clock,
     timeline: Option<&Path>,
 ) -> Result<(Delivery, Vec<String>)> {
-    let mut missive = Missive::start(binary, dir, JWT_SECRET, plan.users + 100, layout)?;
+    let mut missive = Missive::start(
+        binary,
+        dir,
+        JWT_SECRET,
+        plan.users + 100,
+        layout,
+        plan.partitions,
+    )?;
     let (fleet, conversations) =
         fleets::missive(name, missive.gateway, auth, plan.users, clock).await?;
     let pids = [

@@ -74,14 +74,15 @@ pub(crate) struct GatewayRss {
 impl Missive {
     /// Starts `missive serve` in `dir` (tokens signed with `jwt_secret`)
     /// with its gateway laid out as `layout`, allowing `max_connections`
-    /// WebSockets; returns once the gateway's `/healthz` says a node
-    /// answers.
+    /// WebSockets, with `partitions` (`None`: serve's default); returns
+    /// once the gateway's `/healthz` says a node answers.
     pub(crate) fn start(
         binary: &Path,
         dir: &Path,
         jwt_secret: &str,
         max_connections: usize,
         layout: Layout,
+        partitions: Option<u32>,
     ) -> Result<Missive> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let grpc = format!("127.0.0.1:{}", free_port()?);
@@ -98,6 +99,7 @@ impl Missive {
                 .args(["--http", &http.to_string()])
                 .args(["--internal", &format!("127.0.0.1:{}", free_port()?)])
                 .args(["--max-connections", &max_connections.to_string()])
+                .args(partitions.map(|p| format!("--partitions={p}")))
                 .env(JWT_SECRET_ENV, jwt_secret),
         )?;
         let (gateway, gateway_process, workers) = match layout {
