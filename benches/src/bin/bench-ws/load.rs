@@ -65,7 +65,7 @@ impl Clock {
         t.saturating_duration_since(self.0).as_micros() as u64
     }
 
-    fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.us(Instant::now())
     }
 
@@ -304,6 +304,24 @@ impl Fleet {
             .filter(|s| s.latency() as f64 >= GOAL_P99_US)
             .filter(|s| s.after_stamp().is_some_and(|a| 2 * a >= s.latency()))
             .count() as u64;
+        // The disk's stalls while the window's messages were in flight, and
+        // the over-goal messages in flight during one (module `probe`).
+        let last = in_window.iter().map(|s| s.received).max().unwrap_or(w1);
+        let stalls = crate::probe::stalls(w0, last.max(w1));
+        let slow_in_disk_stall = in_window
+            .iter()
+            .filter(|s| s.latency() as f64 >= GOAL_P99_US)
+            .filter(|s| {
+                stalls
+                    .iter()
+                    .any(|&(a, b)| s.scheduled < b && s.received > a)
+            })
+            .count() as u64;
+        let window_stalls: Vec<u64> = stalls
+            .iter()
+            .filter(|&&(a, b)| a < w1 && b > w0)
+            .map(|&(a, b)| b - a)
+            .collect();
         let timeline = Timeline::of(&samples, w0, w1, self.clock.unix_us(w0));
         let tail = Tail::of(&timeline);
         let received_in_window = samples
@@ -329,6 +347,9 @@ impl Fleet {
             max_us: latencies_us.last().copied().unwrap_or(f64::NAN),
             after_stamp_p99_us: quantile(&mut after_stamp_us, 0.99),
             slow_after_stamp,
+            disk_stalls: window_stalls.len() as u64,
+            disk_stall_max_us: window_stalls.iter().max().copied(),
+            slow_in_disk_stall,
             scheduled: scheduled_in_window,
             delivered,
             errors: self.recorder.errors.swap(0, Ordering::Relaxed),
@@ -370,6 +391,13 @@ pub(crate) struct StepRun {
     /// Of the messages at or over the goal, those that spent at least half
     /// of their latency after the stamp.
     pub(crate) slow_after_stamp: u64,
+    /// The disk probe's stalls (fdatasyncs at or over the goal) that began
+    /// or ended in the window, and the longest of them.
+    pub(crate) disk_stalls: u64,
+    pub(crate) disk_stall_max_us: Option<u64>,
+    /// Of the messages at or over the goal, those in flight (between their
+    /// scheduled send and their delivery) while the probe saw a stall.
+    pub(crate) slow_in_disk_stall: u64,
     /// Messages scheduled in the window, and of them delivered (by the end
     /// of the drain).
     pub(crate) scheduled: u64,

@@ -63,6 +63,12 @@
 //!   latency goal is judged on the worse of the runs' median and the soak.
 //!   After each step the generator waits until the backlog, if any, is
 //!   delivered.
+//! - **The disk's stalls** (module `probe`): for the whole run a thread
+//!   writes 512 bytes and fdatasyncs them 200 times a second beside the
+//!   systems' data, noting each call that takes 10 ms or more. Every
+//!   window says how many stalls it held, the longest, and how many of its
+//!   over-goal messages were in flight during one: the share of the tail
+//!   the disk alone explains, for missive and the durable relay alike.
 //! - **Bare relay** (module `relay`): the same generator and frames against
 //!   an axum WebSocket server (this executable, run as a child process)
 //!   that forwards each text frame
@@ -105,6 +111,7 @@
 //! - `fleets`: the paired users of the delivery phase, on each system.
 //! - `load`: the open-loop generator and its figures.
 //! - `relay`: the bare relay and the durable relay.
+//! - `probe`: the disk probe, which notes the disk's stalls.
 //! - `report`: the goals, the table and the JSON line.
 
 use std::fs::OpenOptions;
@@ -119,6 +126,7 @@ mod client;
 mod fleets;
 mod idle;
 mod load;
+mod probe;
 mod relay;
 mod report;
 mod rlimit;
@@ -336,6 +344,7 @@ fn main() -> Result<()> {
     let auth = Auth::hs256(JWT_SECRET.as_bytes()).map_err(|e| anyhow!("the token secret: {e}"))?;
 
     let clock = Clock::new();
+    probe::start(dir.path(), clock)?;
     let timeline = args.timeline.as_deref();
     if plan.goal_only {
         // `missive serve` at the goal rate, its figures as JSON.
@@ -531,7 +540,8 @@ async fn step(
         "{:<13} offered {:>7.0}/s: delivered {:>7.0}/s, p50 {:>8.2} ms, p99 {:>8.2} ms, \
          lost {} ({} late), errors {}, generator lag p99 {:.2} ms; cores: node {:.2}, gateway {:.2}, \
          bench {:.2}; machine busy {:.0} % (steal {:.0} %); {} at or over {:.0} ms, in {} of {} \
-         {}-ms slots (at most {} in one){}{}",
+         {}-ms slots (at most {} in one){}; the disk stalled {} times{}, {} of those messages \
+         in flight then{}",
         fleet.name,
         rate,
         s.delivered_per_s,
@@ -560,6 +570,11 @@ async fn step(
             ),
             None => String::new(),
         },
+        s.disk_stalls,
+        s.disk_stall_max_us
+            .map(|us| format!(" (longest {:.0} ms)", us as f64 / 1e3))
+            .unwrap_or_default(),
+        s.slow_in_disk_stall,
         if s.sustained() {
             ""
         } else {

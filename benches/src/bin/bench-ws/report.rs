@@ -52,6 +52,23 @@ impl Delivery {
         self.soak.as_ref().map_or(p99, |s| p99.max(s.p99_us))
     }
 
+    /// Over the runs at the goal rate (windows and soak): the over-goal
+    /// messages, those of them in flight while the disk probe saw a stall,
+    /// the stalls, and the longest (µs).
+    fn disk_share(&self) -> (u64, u64, u64, Option<u64>) {
+        self.at_goal.iter().chain(&self.soak).fold(
+            (0, 0, 0, None),
+            |(slow, in_stall, stalls, longest), s| {
+                (
+                    slow + s.tail.slow,
+                    in_stall + s.slow_in_disk_stall,
+                    stalls + s.disk_stalls,
+                    longest.max(s.disk_stall_max_us),
+                )
+            },
+        )
+    }
+
     fn errors(&self) -> u64 {
         self.at_goal
             .iter()
@@ -83,6 +100,9 @@ impl Delivery {
                 "over_goal_worst_slot": s.tail.worst_slot,
                 "after_stamp_p99_us": s.after_stamp_p99_us,
                 "over_goal_mostly_after_stamp": s.slow_after_stamp,
+                "disk_stalls": s.disk_stalls,
+                "disk_stall_max_us": s.disk_stall_max_us,
+                "over_goal_in_disk_stall": s.slow_in_disk_stall,
                 "scheduled": s.scheduled,
                 "delivered": s.delivered,
                 "errors": s.errors,
@@ -320,6 +340,14 @@ impl Report {
                 "over"
             }
         );
+        for (name, d) in [(SERVE, &self.missive), (DURABLE_RELAY, &self.durable_relay)] {
+            let (slow, in_stall, stalls, longest) = d.disk_share();
+            println!(
+                "  {name} at the goal rate: {in_stall} of its {slow} messages at or over the goal were in flight while the disk stalled ({stalls} stalls of {:.0} ms or more, longest {})",
+                GOAL_P99_US / 1e3,
+                longest.map_or_else(|| "-".to_owned(), |us| format!("{:.0} ms", us as f64 / 1e3)),
+            );
+        }
         println!("\ntotal runtime {:.1} s", runtime.as_secs_f64());
     }
 
