@@ -712,7 +712,13 @@ fn write_all(
         }
         unpaced += (end - start) as usize;
         if unpaced >= PACE_BYTES {
-            hand_to_disk(file)?;
+            // Pacing slows the queue's draining to the disk's pace: past
+            // half the bound, redb's next write would soon wait for room
+            // (and the partition's applies with it), so the rest goes to
+            // the page cache at once, as without pacing.
+            if shared.lock().bytes <= MAX_QUEUED_BYTES / 2 {
+                hand_to_disk(file)?;
+            }
             unpaced = 0;
         }
         i = j;
@@ -728,8 +734,9 @@ fn write_all(
 /// its fdatasync, they reach the disk in one burst, and every fdatasync on
 /// the same disk meanwhile waits behind it — the partition logs', on
 /// which every acknowledgement waits. Handed over a MiB at a time, the
-/// disk takes the log's small writes between them
-/// (docs/projection-store.md, "Pacing a durable commit's pages").
+/// disk takes the log's small writes between them (docs/projection-store.md,
+/// "Pacing a durable commit's pages"). The caller paces only while the
+/// queue is at most half full.
 #[cfg(target_os = "linux")]
 fn hand_to_disk(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;

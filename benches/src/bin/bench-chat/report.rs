@@ -305,6 +305,12 @@ impl Report<'_> {
                 limit.rows
             );
         }
+        println!(
+            "{:<30} | {:>8.3} | {:>10.0} |                               the floor: scan over the cores + redb alone in parallel",
+            "floor, any replay into redb",
+            commands as f64 / r.floor_events_per_s(cores()),
+            r.floor_events_per_s(cores()),
+        );
         for v in &r.variants {
             let pass = &v.pass;
             println!(
@@ -336,6 +342,15 @@ impl Report<'_> {
                 g.what, g.value, g.target
             );
         }
+        let floor = self.replay.floor_events_per_s(cores());
+        println!(
+            "  the floor of any replay into redb on these cores: {floor:.0} events/s ({} the replay goal)",
+            if floor >= REPLAY_GOAL {
+                "above"
+            } else {
+                "below"
+            }
+        );
         println!("\ntotal runtime {:.1} s", runtime.as_secs_f64());
     }
 
@@ -459,6 +474,7 @@ impl Report<'_> {
                 })).collect::<Vec<_>>(),
                 "store_bytes": r.store_bytes,
                 "store_limit": store_limit,
+                "floor_events_per_s": r.floor_events_per_s(cores()),
             },
             "goals": goals.iter().map(|g| json!({
                 "what": g.what, "value": g.value, "target": g.target, "met": g.met
