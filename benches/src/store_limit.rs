@@ -84,3 +84,15 @@ fn measure(dumps: &[Vec<Row>], scratch: &Path, parallel: bool) -> Result<Limit> 
     std::fs::remove_dir_all(scratch)?;
     Ok(limit)
 }
+
+/// The least time any replay into redb could take on this machine's
+/// cores, in seconds: it must at least read the log (`scan_secs`, the raw
+/// scan of all `partitions` on one thread, here spread over the cores
+/// without loss) and write the rebuilt rows (`parallel`, redb alone with
+/// every store at once), each of which keeps every core busy, so their
+/// times add. Generous: decoding, applying and reading state cost nothing
+/// in it.
+pub fn replay_floor_secs(scan_secs: f64, partitions: u32, parallel: &Limit) -> f64 {
+    let spread = crate::cpu::cores().min(partitions as usize).max(1) as f64;
+    scan_secs / spread + parallel.secs
+}

@@ -24,7 +24,10 @@
 //!   transaction, made durable — what writing those projections costs
 //!   redb alone, with no log read and nothing applied
 //!   (`missive_benches::store_limit`), one store at a time and all in
-//!   parallel. No replay into redb can beat it.
+//!   parallel. No replay into redb can beat it;
+//! - **the floor**: the scan spread over the cores plus the store's limit in
+//!   parallel, the least any replay into redb must spend
+//!   (`store_limit::replay_floor_secs`).
 //!
 //! An event is one applied command. The last line of output is JSON.
 
@@ -314,6 +317,14 @@ fn main() -> Result<()> {
             "-"
         );
     }
+    let floor_secs = store_limit::replay_floor_secs(scan_secs, PARTITIONS, &parallel_limit);
+    println!(
+        "{:<50} {:>10.3} {:>12.0} {:>10}",
+        "floor: the scan over the cores + redb in parallel",
+        floor_secs,
+        events as f64 / floor_secs,
+        "-"
+    );
     let mut json_variants = Vec::new();
     for ((name, parallel, batch), ps) in variants.iter().zip(&passes) {
         let secs = median_of(ps, |p| p.secs);
@@ -344,6 +355,7 @@ fn main() -> Result<()> {
             "scan": { "secs": scan_secs, "records_per_s": records as f64 / scan_secs, "mb_per_s": mb / scan_secs },
             "store_limit": { "secs": limit_secs, "rows": rows, "events_per_s": events as f64 / limit_secs },
             "store_limit_parallel": { "secs": parallel_limit_secs, "rows": rows, "events_per_s": events as f64 / parallel_limit_secs },
+            "floor": { "secs": floor_secs, "events_per_s": events as f64 / floor_secs },
             "replay": json_variants,
         })
     );

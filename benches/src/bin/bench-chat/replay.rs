@@ -106,16 +106,13 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
-    /// The fastest any replay into redb could run on `cores` cores, in
-    /// events per second: it must at least read the log (the raw scan,
-    /// here spread over the cores without loss) and write the rebuilt rows
-    /// (redb alone, in parallel), each of which keeps every core busy, so
-    /// their times add. Generous: decoding, applying and reading state
-    /// cost nothing in it.
-    pub(crate) fn floor_events_per_s(&self, cores: usize) -> f64 {
-        let spread = cores.min(self.partitions as usize).max(1) as f64;
+    /// The fastest any replay into redb could run here, in events per
+    /// second ([`store_limit::replay_floor_secs`]).
+    pub(crate) fn floor_events_per_s(&self) -> f64 {
         let commands = self.variants.first().map_or(0, |v| v.pass.commands);
-        commands as f64 / (self.scan.secs / spread + self.limit_parallel.secs)
+        let secs =
+            store_limit::replay_floor_secs(self.scan.secs, self.partitions, &self.limit_parallel);
+        commands as f64 / secs
     }
 }
 

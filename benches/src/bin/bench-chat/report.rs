@@ -308,8 +308,8 @@ impl Report<'_> {
         println!(
             "{:<30} | {:>8.3} | {:>10.0} |                               the floor: scan over the cores + redb alone in parallel",
             "floor, any replay into redb",
-            commands as f64 / r.floor_events_per_s(cores()),
-            r.floor_events_per_s(cores()),
+            commands as f64 / r.floor_events_per_s(),
+            r.floor_events_per_s(),
         );
         for v in &r.variants {
             let pass = &v.pass;
@@ -342,7 +342,7 @@ impl Report<'_> {
                 g.what, g.value, g.target
             );
         }
-        let floor = self.replay.floor_events_per_s(cores());
+        let floor = self.replay.floor_events_per_s();
         println!(
             "  the floor of any replay into redb on these cores: {floor:.0} events/s ({} the replay goal)",
             if floor >= REPLAY_GOAL {
@@ -474,7 +474,7 @@ impl Report<'_> {
                 })).collect::<Vec<_>>(),
                 "store_bytes": r.store_bytes,
                 "store_limit": store_limit,
-                "floor_events_per_s": r.floor_events_per_s(cores()),
+                "floor_events_per_s": r.floor_events_per_s(),
             },
             "goals": goals.iter().map(|g| json!({
                 "what": g.what, "value": g.value, "target": g.target, "met": g.met
