@@ -121,13 +121,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("starting missive in {}", args.data.display()))?;
     let node = chat.node();
-    if node
-        .metrics(0)?
-        .membership_config
-        .membership()
-        .voter_ids()
-        .next()
-        .is_none()
+    if !node
+        .is_initialized()
+        .await
+        .context("reading whether the cluster is initialized")?
     {
         let members = BTreeMap::from([(NODE_ID, Member::new(node.addr()))]);
         node.initialize(members)

@@ -63,6 +63,41 @@ impl<SM: StateMachine> Node<SM> {
         ))
     }
 
+    /// Whether the cluster is initialized: every partition has a
+    /// membership (from its log or snapshot), as [`Node::initialize`]
+    /// leaves them. Asks each partition's Raft core, so it is right as soon
+    /// as the node has started, unlike metrics, which a core publishes a
+    /// moment later. A cluster with some partitions initialized and others
+    /// not is an error: `initialize` would refuse it too.
+    pub async fn is_initialized(&self) -> Result<bool> {
+        let mut initialized = Vec::new();
+        for p in 0..self.partitions() {
+            let done = self
+                .raft(p)?
+                .is_initialized()
+                .await
+                .map_err(|e| Error::Raft(format!("partition {p}: {e}")))?;
+            initialized.push(done);
+        }
+        match (
+            initialized.iter().all(|d| *d),
+            initialized.iter().any(|d| *d),
+        ) {
+            (true, _) => Ok(true),
+            (false, false) => Ok(false),
+            (false, true) => Err(Error::Config(format!(
+                "only some partitions are initialized ({:?}); the data directory was left \
+                 half-initialized",
+                initialized
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| **d)
+                    .map(|(p, _)| p)
+                    .collect::<Vec<_>>()
+            ))),
+        }
+    }
+
     /// Waits for partition `p` to have a leader; returns it.
     async fn await_leader(&self, p: u32) -> Result<NodeId> {
         let deadline = Instant::now() + SETTLE_TIMEOUT;

@@ -5,6 +5,7 @@
 mod chaos;
 mod group_commit;
 mod grpc_cluster;
+mod initialized;
 mod log_store;
 mod restarted_leader_never_reuses_a_log_id;
 mod single_node;
