@@ -58,6 +58,15 @@
 //! So written buffers go back to a pool, [`POOL_BYTES`] at most across the
 //! node's stores, and the next writes copy into them.
 //!
+//! # Pacing
+//!
+//! A durable commit's pages would otherwise reach the disk in one burst at
+//! its fdatasync, and every partition log's fdatasync on the same disk
+//! would wait behind it. So while the queue is at most half full, the
+//! thread waits after each MiB it writes until the disk has taken it
+//! ([`PACE_BYTES`]; `hand_to_disk`). Past half full it writes at memory
+//! speed, so that redb's writes do not wait on the pacing.
+//!
 //! # Bounds and failures
 //!
 //! At most [`MAX_QUEUED_BYTES`] of writes wait in the queue; redb's next
