@@ -80,7 +80,7 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
 /// on what to do instead.
 pub(crate) fn warn_if_files_short(max_connections: usize, files: Option<u64>, hint: &str) {
     let Some(files) = files else { return };
-    let fit = files.saturating_sub(crate::gateway_workers::reserved_files(files));
+    let fit = crate::gateway_workers::connections_per_process(files);
     if max_connections as u64 > fit {
         eprintln!(
             "warning: at most about {fit} of the {max_connections} connections allowed fit in this process's {files} open files; {hint}"

@@ -144,11 +144,12 @@ impl std::fmt::Display for Workers {
     }
 }
 
-/// Descriptors a process of `limit` keeps for other than its clients: its
-/// runtime, its links to the nodes, its counters socket, a scrape's
-/// questions to its siblings.
-pub(crate) fn reserved_files(limit: u64) -> u64 {
-    (limit / 20).clamp(64, 1000)
+/// The WebSockets one process of `limit` open files holds: the limit less
+/// the descriptors it keeps for other than its clients (its runtime, its
+/// links to the nodes, its counters socket, a scrape's questions to its
+/// siblings).
+pub(crate) fn connections_per_process(limit: u64) -> u64 {
+    limit.saturating_sub((limit / 20).clamp(64, 1000))
 }
 
 impl Workers {
@@ -159,7 +160,7 @@ impl Workers {
             (Workers::Count(n), _) => n,
             (Workers::Auto, None) => 1,
             (Workers::Auto, Some(limit)) => {
-                let each = limit.saturating_sub(reserved_files(limit)).max(1);
+                let each = connections_per_process(limit).max(1);
                 let n = (max_connections as u64).div_ceil(each);
                 u16::try_from(n.clamp(1, u64::from(MAX_WORKERS))).unwrap_or(MAX_WORKERS)
             }

@@ -11,13 +11,13 @@ pub mod cpu;
 pub mod store_limit;
 
 /// Runs `f(0)`, …, `f(n - 1)`, each on a thread of its own (all at once)
-/// or one after the other, and returns their results in order. A thread
-/// that panics gives an error.
+/// or one after the other, and returns their results in order, or the
+/// first error. A thread that panics gives an error.
 pub fn run_each<T: Send>(
     n: usize,
     parallel: bool,
     f: impl Fn(usize) -> anyhow::Result<T> + Sync,
-) -> Vec<anyhow::Result<T>> {
+) -> anyhow::Result<Vec<T>> {
     if !parallel {
         return (0..n).map(f).collect();
     }
@@ -31,6 +31,17 @@ pub fn run_each<T: Send>(
             })
             .collect()
     })
+}
+
+/// [`run_each`], and the wall time it took, in seconds.
+pub fn time_each<T: Send>(
+    n: usize,
+    parallel: bool,
+    f: impl Fn(usize) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<(f64, Vec<T>)> {
+    let t = std::time::Instant::now();
+    let results = run_each(n, parallel, f)?;
+    Ok((t.elapsed().as_secs_f64(), results))
 }
 
 /// Median, p50 and p99 of a set of samples.

@@ -10,7 +10,6 @@
 //! more, and commits in many transactions, not one.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::Result;
 use missive_api::store::{Row, Store, TABLES};
@@ -69,20 +68,13 @@ fn measure(dumps: &[Vec<Row>], scratch: &Path, parallel: bool) -> Result<Limit> 
         drop(db);
         Ok((dumps[i].len() as u64, std::fs::metadata(&path)?.len()))
     };
-    let t = Instant::now();
-    let results = crate::run_each(dumps.len(), parallel, write);
-    let secs = t.elapsed().as_secs_f64();
-    let mut limit = Limit {
-        secs,
-        ..Limit::default()
-    };
-    for r in results {
-        let (rows, bytes) = r?;
-        limit.rows += rows;
-        limit.bytes += bytes;
-    }
+    let (secs, written) = crate::time_each(dumps.len(), parallel, write)?;
     std::fs::remove_dir_all(scratch)?;
-    Ok(limit)
+    Ok(Limit {
+        secs,
+        rows: written.iter().map(|w| w.0).sum(),
+        bytes: written.iter().map(|w| w.1).sum(),
+    })
 }
 
 /// The least time any replay into redb could take on this machine's

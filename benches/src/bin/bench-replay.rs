@@ -154,36 +154,28 @@ fn generate(data: &Path, p: u32, sends: usize) -> Result<()> {
     Ok(())
 }
 
+/// One replay of every partition: its wall time and the commands applied.
 #[derive(Clone, Copy, Debug, Default)]
 struct Pass {
     secs: f64,
     commands: u64,
-    bytes: u64,
 }
 
 fn replay(source: &Source, scratch: &Path, parallel: bool, batch: usize) -> Result<Pass> {
     let _ = std::fs::remove_dir_all(scratch);
-    let run = |p: u32| -> Result<(u64, u64)> {
+    let run = |p: u32| -> Result<u64> {
         let out = scratch.join(format!("p{p}.redb"));
         let none = |_: Progress| {};
         let (sm, r) = rebuild_partition(source, p, StopAt::End, &out, batch, &none)?;
         drop(sm);
-        Ok((r.commands, r.bytes))
+        Ok(r.commands)
     };
-    let t = Instant::now();
-    let results =
-        missive_benches::run_each(source.partitions() as usize, parallel, |p| run(p as u32));
-    let secs = t.elapsed().as_secs_f64();
-    let mut pass = Pass {
+    let (secs, commands) =
+        missive_benches::time_each(source.partitions() as usize, parallel, |p| run(p as u32))?;
+    Ok(Pass {
         secs,
-        ..Pass::default()
-    };
-    for r in results {
-        let (c, b) = r?;
-        pass.commands += c;
-        pass.bytes += b;
-    }
-    Ok(pass)
+        commands: commands.iter().sum(),
+    })
 }
 
 fn main() -> Result<()> {
@@ -192,11 +184,9 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir().context("a scratch directory")?;
     let data = dir.path().join("data");
     eprintln!("bench-replay: writing {PARTITIONS} partitions × {sends_per_partition} messages…");
-    for r in missive_benches::run_each(PARTITIONS as usize, true, |p| {
+    missive_benches::run_each(PARTITIONS as usize, true, |p| {
         generate(&data, p as u32, sends_per_partition)
-    }) {
-        r?;
-    }
+    })?;
     let source = Source::open(&data)?;
     let mut files = Vec::new();
     for p in 0..PARTITIONS {
@@ -297,16 +287,16 @@ fn main() -> Result<()> {
     );
     let limit = Limit::median(&limits);
     let parallel_limit = Limit::median(&parallel_limits);
-    let (limit_secs, parallel_limit_secs, rows) = (limit.secs, parallel_limit.secs, limit.rows);
+    let rows = limit.rows;
     let events = passes[0].first().map_or(0, |p| p.commands);
     for (what, secs) in [
         (
             format!("the store's limit: {rows} rows into redb"),
-            limit_secs,
+            limit.secs,
         ),
         (
             "the store's limit, partitions in parallel".to_owned(),
-            parallel_limit_secs,
+            parallel_limit.secs,
         ),
     ] {
         println!(
@@ -353,8 +343,8 @@ fn main() -> Result<()> {
             "filesystem": filesystem,
             "raw_read": { "secs": raw_secs, "mb_per_s": mb / raw_secs },
             "scan": { "secs": scan_secs, "records_per_s": records as f64 / scan_secs, "mb_per_s": mb / scan_secs },
-            "store_limit": { "secs": limit_secs, "rows": rows, "events_per_s": events as f64 / limit_secs },
-            "store_limit_parallel": { "secs": parallel_limit_secs, "rows": rows, "events_per_s": events as f64 / parallel_limit_secs },
+            "store_limit": { "secs": limit.secs, "rows": rows, "events_per_s": events as f64 / limit.secs },
+            "store_limit_parallel": { "secs": parallel_limit.secs, "rows": rows, "events_per_s": events as f64 / parallel_limit.secs },
             "floor": { "secs": floor_secs, "events_per_s": events as f64 / floor_secs },
             "replay": json_variants,
         })

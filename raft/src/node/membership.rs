@@ -72,28 +72,21 @@ impl<SM: StateMachine> Node<SM> {
     pub async fn is_initialized(&self) -> Result<bool> {
         let mut initialized = Vec::new();
         for p in 0..self.partitions() {
-            let done = self
-                .raft(p)?
+            let raft = self.raft(p)?;
+            if raft
                 .is_initialized()
                 .await
-                .map_err(|e| Error::Raft(format!("partition {p}: {e}")))?;
-            initialized.push(done);
+                .map_err(|e| Error::Raft(format!("partition {p}: {e}")))?
+            {
+                initialized.push(p);
+            }
         }
-        match (
-            initialized.iter().all(|d| *d),
-            initialized.iter().any(|d| *d),
-        ) {
-            (true, _) => Ok(true),
-            (false, false) => Ok(false),
-            (false, true) => Err(Error::Config(format!(
-                "only some partitions are initialized ({:?}); the data directory was left \
-                 half-initialized",
-                initialized
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, d)| **d)
-                    .map(|(p, _)| p)
-                    .collect::<Vec<_>>()
+        match initialized.len() {
+            0 => Ok(false),
+            n if n == self.partitions() as usize => Ok(true),
+            _ => Err(Error::Config(format!(
+                "only some partitions are initialized ({initialized:?}); the data directory \
+                 was left half-initialized"
             ))),
         }
     }

@@ -106,13 +106,20 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
-    /// The fastest any replay into redb could run here, in events per
-    /// second ([`store_limit::replay_floor_secs`]).
+    /// Commands each pass applies.
+    pub(crate) fn commands(&self) -> u64 {
+        self.variants.first().map_or(0, |v| v.pass.commands)
+    }
+
+    /// The least time any replay into redb could take here
+    /// ([`store_limit::replay_floor_secs`]).
+    pub(crate) fn floor_secs(&self) -> f64 {
+        store_limit::replay_floor_secs(self.scan.secs, self.partitions, &self.limit_parallel)
+    }
+
+    /// [`Replay::floor_secs`] as events per second.
     pub(crate) fn floor_events_per_s(&self) -> f64 {
-        let commands = self.variants.first().map_or(0, |v| v.pass.commands);
-        let secs =
-            store_limit::replay_floor_secs(self.scan.secs, self.partitions, &self.limit_parallel);
-        commands as f64 / secs
+        self.commands() as f64 / self.floor_secs()
     }
 }
 
@@ -259,15 +266,14 @@ fn check(dir: &Path, problem: Option<Problem>) -> Result<()> {
 /// partitions one after the other or each on its own thread.
 fn replay(data: &Path, dir: &Path, partitions: u32, parallel: bool, batch: usize) -> Result<Pass> {
     std::fs::create_dir_all(dir)?;
-    let t = Instant::now();
-    let mut total = Pass::default();
-    let passes = missive_benches::run_each(partitions as usize, parallel, |p| {
+    let (secs, passes) = missive_benches::time_each(partitions as usize, parallel, |p| {
         replay_partition(data, dir, p as u32, batch)
-    });
-    for p in passes {
-        total.add(&p?);
+    })?;
+    let mut total = Pass::default();
+    for p in &passes {
+        total.add(p);
     }
-    total.secs = t.elapsed().as_secs_f64();
+    total.secs = secs;
     Ok(total)
 }
 

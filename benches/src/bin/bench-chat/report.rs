@@ -258,7 +258,12 @@ impl Report<'_> {
         println!(
             "\nreplay: the stopped node's {} partition logs, {:.1} MiB in {} segments, {} \
              records, {} commands; median of {}",
-            r.partitions, mib, r.segments, r.scan.records, r.variants[0].pass.commands, p.replays
+            r.partitions,
+            mib,
+            r.segments,
+            r.scan.records,
+            r.commands(),
+            p.replays
         );
         println!(
             "{:<30} | {:>8} | {:>10} | {:>6} {:>6} {:>6} {:>6}",
@@ -289,28 +294,31 @@ impl Report<'_> {
             let whole = pass.scan_secs + pass.decode_secs + pass.apply_secs + pass.open_close_secs;
             format!("{:.0}%", part / whole * 100.0)
         };
-        let commands = r.variants.first().map_or(0, |v| v.pass.commands);
-        for (what, limit) in [
-            ("redb alone, 1 thread", &r.limit_serial),
+        let rows = format!("the store's limit: {} rows", r.limit_serial.rows);
+        for (what, secs, note) in [
             (
-                &*format!("redb alone, {} threads", r.partitions),
-                &r.limit_parallel,
+                "redb alone, 1 thread".to_owned(),
+                r.limit_serial.secs,
+                &*rows,
+            ),
+            (
+                format!("redb alone, {} threads", r.partitions),
+                r.limit_parallel.secs,
+                &*rows,
+            ),
+            (
+                "floor, any replay into redb".to_owned(),
+                r.floor_secs(),
+                "the floor: scan over the cores + redb alone in parallel",
             ),
         ] {
             println!(
-                "{:<30} | {:>8.3} | {:>10.0} |                               the store's limit: {} rows",
+                "{:<30} | {:>8.3} | {:>10.0} |                               {note}",
                 what,
-                limit.secs,
-                commands as f64 / limit.secs,
-                limit.rows
+                secs,
+                r.commands() as f64 / secs,
             );
         }
-        println!(
-            "{:<30} | {:>8.3} | {:>10.0} |                               the floor: scan over the cores + redb alone in parallel",
-            "floor, any replay into redb",
-            commands as f64 / r.floor_events_per_s(),
-            r.floor_events_per_s(),
-        );
         for v in &r.variants {
             let pass = &v.pass;
             println!(
@@ -404,7 +412,6 @@ impl Report<'_> {
         };
         let w = &l.write_cost;
         let r = &self.replay;
-        let commands = r.variants.first().map_or(0, |v| v.pass.commands);
         let store_limit: Vec<Value> =
             [("serial", &r.limit_serial), ("parallel", &r.limit_parallel)]
                 .iter()
@@ -414,7 +421,7 @@ impl Report<'_> {
                         "secs": l.secs,
                         "rows": l.rows,
                         "bytes": l.bytes,
-                        "events_per_s": commands as f64 / l.secs,
+                        "events_per_s": r.commands() as f64 / l.secs,
                     })
                 })
                 .collect();

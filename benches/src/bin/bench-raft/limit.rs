@@ -74,15 +74,11 @@ pub(crate) fn measure_limit(dir: &Path, time: Duration) -> Result<Limit> {
     let overwrite = summary(fdatasync_latency(dir, 0, time, true)?);
     let loops = missive_benches::run_each(CONCURRENT_LOOPS, true, |i| {
         fdatasync_latency(dir, i, time, true)
-    });
-    let mut all = Vec::new();
-    for l in loops {
-        all.extend(l?);
-    }
+    })?;
     Ok(Limit {
         append,
         overwrite,
-        concurrent: summary(all),
+        concurrent: summary(loops.concat()),
     })
 }
 

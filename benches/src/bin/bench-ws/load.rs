@@ -297,20 +297,23 @@ impl Fleet {
             .filter_map(|s| s.after_stamp())
             .map(|a| a as f64)
             .collect();
-        // An over-goal message waited mostly after the stamp when that part
-        // is at least half of its latency.
-        let slow_after_stamp = in_window
+        let slow: Vec<&Sample> = in_window
             .iter()
             .filter(|s| s.latency() as f64 >= GOAL_P99_US)
+            .copied()
+            .collect();
+        // An over-goal message waited mostly after the stamp when that part
+        // is at least half of its latency.
+        let slow_after_stamp = slow
+            .iter()
             .filter(|s| s.after_stamp().is_some_and(|a| 2 * a >= s.latency()))
             .count() as u64;
         // The disk's stalls while the window's messages were in flight, and
         // the over-goal messages in flight during one (module `probe`).
         let last = in_window.iter().map(|s| s.received).max().unwrap_or(w1);
         let stalls = crate::probe::stalls(w0, last.max(w1));
-        let slow_in_disk_stall = in_window
+        let slow_in_disk_stall = slow
             .iter()
-            .filter(|s| s.latency() as f64 >= GOAL_P99_US)
             .filter(|s| {
                 stalls
                     .iter()
