@@ -34,11 +34,13 @@ mod manifest;
 
 use std::fs::File;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use missive_log::fs::{FileSystem, StdFs};
+use missive_log::verify;
 
 pub use self::manifest::{
     MANIFEST_FILE, Manifest, ManifestFile, ManifestPartition, hex, parse_hash,
@@ -173,15 +175,25 @@ pub fn write_watermark(pdir: &Path, index: u64) -> Result<()> {
 
 /// The committed index partition directory `pdir`'s raft metadata
 /// records; `None` if it records none (or has no metadata, which is never
-/// created here). Blocking.
+/// created here). For a partition whose node is its only voter that is
+/// the log's last valid record (the metadata's own copy may trail it:
+/// see `log_store::meta`, "The sole voter"), found by reading the log.
+/// Blocking.
 pub fn committed_index(pdir: &Path) -> Result<Option<u64>> {
     if !pdir.join(META_FILE).exists() {
         return Ok(None);
     }
-    Ok(MetaFile::open(std::sync::Arc::new(StdFs), pdir)?
-        .get()
-        .committed
-        .map(|l| l.index))
+    let meta = MetaFile::open(std::sync::Arc::new(StdFs), pdir)?.get();
+    let saved = meta.committed.map(|l| l.index);
+    if !meta.sole_voter {
+        return Ok(saved);
+    }
+    let mut last = None;
+    verify::read_dir(&StdFs, &pdir.join(LOG_DIR), MAX_RECORD_BYTES, |h, _| {
+        last = Some(h.index);
+        ControlFlow::Continue(())
+    })?;
+    Ok(saved.max(last).max(meta.purged.map(|l| l.index)))
 }
 
 /// The partitions of the data directory `data`, from its `partitions/`

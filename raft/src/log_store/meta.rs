@@ -16,8 +16,8 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `MSVRAFTM` |
-//! | 8 | 2 | format version, 3 |
-//! | 10 | 2 | flags: bit 0 vote present, bit 1 vote committed, bit 2 committed present, bit 3 purged present, bit 4 purged hash present |
+//! | 8 | 2 | format version, 4 |
+//! | 10 | 2 | flags: bit 0 vote present, bit 1 vote committed, bit 2 committed present, bit 3 purged present, bit 4 purged hash present, bit 5 sole voter |
 //! | 12 | 4 | reserved, zero |
 //! | 16 | 8 | sequence number of the write |
 //! | 24 | 8 | vote term |
@@ -34,6 +34,11 @@
 //!
 //! Absent values are written as zeros with their flag clear. The valid slot
 //! with the higher sequence number is the current value.
+//!
+//! Version 3 slots are laid out alike but never carry the sole-voter flag;
+//! they are still read. Code that knows only version 3 refuses a version 4
+//! slot as invalid, so it never reads a stale committed log id as the
+//! truth of a log whose committed entries the flag alone stands for.
 //!
 //! Version 2 slots (written before the purged hash existed) are 96 bytes:
 //! the same fields up to offset 92, where their CRC32 of bytes 0..92 sits,
@@ -61,12 +66,30 @@
 //! after a damaged slot. Both slots invalid is corruption: the store refuses
 //! to open.
 //!
+//! # The sole voter
+//!
+//! While this node is the only voter of its partition, every entry its log
+//! holds durably is committed, or will be by the first thing this node
+//! does as leader, which no other node can prevent or contradict: the log
+//! itself records the committed log id. The **sole voter** flag says so.
+//! While it is set, saving the committed log id costs no fdatasync: the
+//! slot is written for readers of the file (a clean stop, a killed
+//! process) and left to the kernel, and a restart reads the committed log
+//! id from the log's last entry. The partition log sets the flag only
+//! after a membership naming this node as the only voter is durable in the
+//! log, and clears it, with the committed log id it was told last, before
+//! anything could make a durable entry uncommitted: a membership with
+//! other voters reaching the log, a truncation, a purge past the log's
+//! end, a vote for another node. A change of the flag goes to both slots,
+//! as the vote does, so a damaged slot can never bring back a flag that
+//! was cleared.
+//!
 //! The file is created whole (temporary file, fdatasync, rename, directory
 //! fsync) the first time a store opens a directory. A failed write or sync
 //! poisons the file: every later update fails until the store is reopened.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 
 use missive_log::ChainHash;
 use missive_log::fs::{FileSystem, LogFile, replace_durably};
@@ -78,8 +101,9 @@ use crate::types::{LeaderId, LogId, Vote};
 /// File name of the metadata file in a partition directory.
 pub const META_FILE: &str = "raft-meta";
 const MAGIC: [u8; 8] = *b"MSVRAFTM";
-const VERSION: u16 = 3;
-/// The previous version, still read.
+const VERSION: u16 = 4;
+/// The previous versions, still read.
+const VERSION_3: u16 = 3;
 const VERSION_2: u16 = 2;
 /// Bytes of one slot.
 const LEN: usize = 128;
@@ -96,6 +120,7 @@ const VOTE_COMMITTED: u16 = 1 << 1;
 const COMMITTED: u16 = 1 << 2;
 const PURGED: u16 = 1 << 3;
 const PURGED_HASH: u16 = 1 << 4;
+const SOLE_VOTER: u16 = 1 << 5;
 
 /// What the metadata file holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,6 +137,9 @@ pub(crate) struct RaftMeta {
     /// (a snapshot newer than the log), and finishing such a purge after a
     /// crash needs it.
     pub purged_hash: Option<ChainHash>,
+    /// Whether this node is its partition's only voter, so that every
+    /// entry of the log is committed (see the module docs).
+    pub sole_voter: bool,
 }
 
 impl RaftMeta {
@@ -141,6 +169,9 @@ impl RaftMeta {
             flags |= PURGED_HASH;
             b[92..124].copy_from_slice(h);
         }
+        if self.sole_voter {
+            flags |= SOLE_VOTER;
+        }
         b[10..12].copy_from_slice(&flags.to_le_bytes());
         let crc = crc32fast::hash(&b[..CRC_AT]);
         b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
@@ -160,6 +191,10 @@ impl RaftMeta {
         // unknown).
         let (crc_at, known) = match u16::from_le_bytes([b[8], b[9]]) {
             VERSION => (
+                CRC_AT,
+                VOTE | VOTE_COMMITTED | COMMITTED | PURGED | PURGED_HASH | SOLE_VOTER,
+            ),
+            VERSION_3 => (
                 CRC_AT,
                 VOTE | VOTE_COMMITTED | COMMITTED | PURGED | PURGED_HASH,
             ),
@@ -191,6 +226,7 @@ impl RaftMeta {
                 h.copy_from_slice(&b[92..124]);
                 h
             }),
+            sole_voter: flags & SOLE_VOTER != 0,
         };
         Ok((get(b, 16), meta))
     }
@@ -232,7 +268,9 @@ pub(crate) struct MetaFile {
     /// The partition directory holding the file.
     dir: PathBuf,
     /// The durable value, for readers. Updated only after the file holding
-    /// it is durable, so no reader sees a vote a crash could take back.
+    /// it is durable, so no reader sees a vote a crash could take back —
+    /// except the committed log id of a sole voter, which the log holds
+    /// ([`MetaFile::note_committed`]).
     current: RwLock<RaftMeta>,
     /// Serialises writers, so slots are written in sequence; held across
     /// the file I/O, always on a blocking thread.
@@ -276,6 +314,30 @@ impl MetaFile {
         *self.current.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Takes `committed` as the committed log id without writing the file,
+    /// if this node is its partition's sole voter: the log holds it durably
+    /// already (see the module docs). Returns whether it did; `false` —
+    /// not the sole voter, or another update in progress — changes nothing,
+    /// and the caller saves it with [`MetaFile::update`]. Never blocks.
+    pub fn note_committed(&self, committed: Option<LogId>) -> bool {
+        // Taken so that no update in progress, which writes what it read
+        // before this, can put back an older committed log id after it.
+        let w = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        if w.poisoned.is_some() {
+            return false;
+        }
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if !current.sole_voter {
+            return false;
+        }
+        current.committed = committed;
+        true
+    }
+
     /// Changes the value with `change` and makes it durable before
     /// returning. Blocking: call it off the async threads.
     pub fn update(&self, change: impl FnOnce(&mut RaftMeta)) -> Result<()> {
@@ -293,10 +355,12 @@ impl MetaFile {
         if new == old {
             return Ok(());
         }
-        // See the module docs: vote and purge point go to both slots.
+        // See the module docs: vote, purge point and the sole-voter flag
+        // go to both slots.
         let copies = if new.vote != old.vote
             || new.purged != old.purged
             || new.purged_hash != old.purged_hash
+            || new.sole_voter != old.sole_voter
         {
             2
         } else {
@@ -304,7 +368,7 @@ impl MetaFile {
         };
         for _ in 0..copies {
             let seq = w.seq + 1;
-            if let Err(e) = write_slot(&*w.file, &path, seq, &new) {
+            if let Err(e) = write_slot(&*w.file, &path, seq, &new, true) {
                 tracing::error!(dir = %self.dir.display(), error = %e, "raft metadata poisoned");
                 w.poisoned = Some(e.to_string());
                 return Err(e);
@@ -317,11 +381,20 @@ impl MetaFile {
 }
 
 /// Writes `meta` with sequence number `seq` over the older slot (the one
-/// `seq` picks) and fdatasyncs it.
-fn write_slot(file: &dyn LogFile, path: &Path, seq: u64, meta: &RaftMeta) -> Result<()> {
+/// `seq` picks), and fdatasyncs it if `sync`.
+fn write_slot(
+    file: &dyn LogFile,
+    path: &Path,
+    seq: u64,
+    meta: &RaftMeta,
+    sync: bool,
+) -> Result<()> {
     let at = (seq % 2) as usize * SLOT_STRIDE;
     file.write_all_at(&meta.encode(seq), at as u64)
         .map_err(|e| Error::io("write", path, e))?;
+    if !sync {
+        return Ok(());
+    }
     // Acknowledging the update promises it survives a crash.
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", path, e))
@@ -403,6 +476,7 @@ mod tests {
             committed: Some(log_id(8, 1, 1000)),
             purged: Some(log_id(3, 4, u64::MAX)),
             purged_hash: Some([0xA5; 32]),
+            sole_voter: true,
         };
         for m in [
             full,
@@ -437,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_2_file_is_read_and_rewritten_as_version_3() {
+    fn a_version_2_file_is_read_and_rewritten_as_the_current_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut file = vec![0u8; FILE_LEN];
         file[..LEN].copy_from_slice(&v2_slot(4, log_id(2, 1, 30)));
@@ -455,10 +529,39 @@ mod tests {
             .iter()
             .map(|at| u16::from_le_bytes([bytes[at + 8], bytes[at + 9]]))
             .collect();
-        assert!(versions.contains(&VERSION), "the update wrote version 3");
+        assert!(
+            versions.contains(&VERSION),
+            "the update wrote the current version"
+        );
         let m = MetaFile::open(fs, dir.path()).expect("reopen").get();
         assert_eq!(m.committed, Some(log_id(2, 1, 40)));
         assert_eq!(m.purged, Some(log_id(2, 1, 31)));
+    }
+
+    /// `m` encoded as version 3 wrote it: the same layout, another version.
+    fn v3_slot(m: &RaftMeta, seq: u64, flags_or: u16) -> [u8; LEN] {
+        let mut b = m.encode(seq);
+        b[8..10].copy_from_slice(&VERSION_3.to_le_bytes());
+        let flags = u16::from_le_bytes([b[10], b[11]]) | flags_or;
+        b[10..12].copy_from_slice(&flags.to_le_bytes());
+        let crc = crc32fast::hash(&b[..CRC_AT]);
+        b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn a_version_3_slot_is_read_and_never_carries_the_sole_voter_flag() {
+        let m = RaftMeta {
+            committed: Some(log_id(2, 1, 7)),
+            purged: Some(log_id(1, 1, 3)),
+            purged_hash: Some([3; 32]),
+            ..RaftMeta::default()
+        };
+        assert_eq!(RaftMeta::decode(&v3_slot(&m, 9, 0)), Ok((9, m)));
+        assert_eq!(
+            RaftMeta::decode(&v3_slot(&m, 9, SOLE_VOTER)),
+            Err("unknown flags")
+        );
     }
 
     #[test]

@@ -51,7 +51,8 @@
 //! # Invariants
 //!
 //! - Vote and committed log id are durable before `save_vote` and
-//!   `save_committed` return; the purged log id before the log's purge point
+//!   `save_committed` return (a sole voter's committed log id is durable
+//!   as its log's last entry; see `meta`); the purged log id before the log's purge point
 //!   moves.
 //! - An entry is stored under the index it carries or not at all
 //!   (`append_at` refuses a mismatch).
@@ -124,6 +125,14 @@ impl LogStore {
         config
     }
 
+    /// Names this node, so that while it is its partition's only voter
+    /// saving the committed log id costs no fdatasync (the log holds it;
+    /// see `meta`, "The sole voter"). Call before handing the store to
+    /// openraft; without it every save is an fdatasync.
+    pub fn set_own_id(&self, id: crate::types::NodeId) {
+        self.log.set_own_id(id);
+    }
+
     /// The underlying log's first and next index and head hash.
     pub fn log_state(&self) -> missive_log::LogState {
         self.log.log_state()
@@ -186,8 +195,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     /// Durable before it returns, so a restarted node re-applies up to what
-    /// it knew was committed instead of serving an older state.
+    /// it knew was committed instead of serving an older state. A sole
+    /// voter's log already holds it durably, and taking it costs no I/O
+    /// and no thread hop: openraft waits for this before every apply.
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        if self.log.note_committed(committed) {
+            return Ok(());
+        }
         Ok(blocking(&self.log, move |l| l.save_committed(committed)).await?)
     }
 
@@ -201,10 +215,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// (found by the chaos test: a follower whose fdatasync failed). The
     /// leader tells the node the rest once it rejoins. openraft reads this
     /// only at startup, with nothing pending, so the last entry is durable.
+    /// A sole voter's committed log id is its log's last entry.
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        let committed = self.log.meta().committed;
         let last = blocking(&self.log, |l| l.last_log_id()).await?;
-        Ok(committed.min(last))
+        Ok(self.log.committed_at_start(last))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>

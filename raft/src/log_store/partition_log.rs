@@ -35,7 +35,7 @@ use super::pending::Pending;
 use crate::error::{Error, Result};
 use crate::pb::{decode_entry, encode_entry};
 use crate::snapshot::SnapshotDir;
-use crate::types::{Entry, LogId, Vote};
+use crate::types::{ClusterMembership, Entry, LogId, NodeId, Payload, Vote};
 
 /// Name of the log's directory inside a partition directory.
 pub const LOG_DIR: &str = "log";
@@ -67,6 +67,9 @@ pub(crate) struct PartitionLog {
     /// entry, to continue the log's chain from. Set once; without it such a
     /// purge restarts the chain.
     snapshots: OnceLock<Arc<SnapshotDir>>,
+    /// This node's id, once known: the log is then told apart as its
+    /// partition's only voter (`meta`, "The sole voter"). Set once.
+    own_id: OnceLock<NodeId>,
     /// Dropped after `log` (fields drop in declaration order), which tells
     /// the receivers the log is closed and its directory unlocked.
     closed: watch::Sender<()>,
@@ -109,6 +112,7 @@ impl PartitionLog {
             opts,
             failed_write: Mutex::new(None),
             snapshots: OnceLock::new(),
+            own_id: OnceLock::new(),
             closed: watch::Sender::new(()),
         })
     }
@@ -213,14 +217,69 @@ impl PartitionLog {
         Ok((at == index + 1).then_some(hash))
     }
 
-    /// Makes `vote` durable. Blocking.
+    /// Names this node. Until it is named the log never counts it as its
+    /// partition's only voter, and every committed log id costs an
+    /// fdatasync. A second call is ignored.
+    pub fn set_own_id(&self, id: NodeId) {
+        let _ = self.own_id.set(id);
+    }
+
+    /// Makes `vote` durable. A vote for another node ends this node's
+    /// standing as the sole voter in the same write: only a node that
+    /// leads, or will, may count its own log as committed. Blocking.
     pub fn save_vote(&self, vote: Vote) -> Result<()> {
-        self.meta.update(|m| m.vote = Some(vote))
+        let own = self.own_id.get().copied();
+        self.meta.update(|m| {
+            m.vote = Some(vote);
+            if own != Some(vote.leader_id().node_id) {
+                m.sole_voter = false;
+            }
+        })
     }
 
     /// Makes `committed` durable. Blocking.
     pub fn save_committed(&self, committed: Option<LogId>) -> Result<()> {
+        if self.note_committed(committed) {
+            return Ok(());
+        }
         self.meta.update(|m| m.committed = committed)
+    }
+
+    /// Takes `committed` without any I/O when the log holds it durably
+    /// already: this node is its partition's sole voter, and its log holds
+    /// `committed` (see `meta`, "The sole voter"). Returns whether it did.
+    /// Never blocks.
+    pub fn note_committed(&self, committed: Option<LogId>) -> bool {
+        let held = committed.is_none_or(|c| c.index < self.log.state().next_index);
+        held && self.meta.note_committed(committed)
+    }
+
+    /// Whether `m` names this node as the only voter (learners aside).
+    fn names_sole_voter(&self, m: &ClusterMembership) -> bool {
+        let Some(own) = self.own_id.get() else {
+            return false;
+        };
+        matches!(m.get_joint_config().as_slice(), [voters] if voters.len() == 1 && voters.contains(own))
+    }
+
+    /// Clears the sole-voter flag, durably, before something that could
+    /// leave a durable entry uncommitted. Blocking.
+    fn end_sole_voter(&self) -> Result<()> {
+        if self.meta.get().sole_voter {
+            self.meta.update(|m| m.sole_voter = false)?;
+        }
+        Ok(())
+    }
+
+    /// The committed log id a restart starts from: the saved one, or, for a
+    /// sole voter, the log's last entry (`last`, its last durable log id).
+    pub fn committed_at_start(&self, last: Option<LogId>) -> Option<LogId> {
+        let m = self.meta.get();
+        if m.sole_voter {
+            last
+        } else {
+            m.committed.min(last)
+        }
     }
 
     /// Puts `entries` in the overlay, stamping the ones a leader just
@@ -307,9 +366,18 @@ impl PartitionLog {
     fn write_inner(&self, first: u64, last: u64) -> Result<()> {
         let mut buf = Vec::new();
         let mut spans = Vec::new();
+        // What the batch does to this node's standing as the sole voter:
+        // whether any membership in it names other voters, and whether its
+        // last membership names this node alone.
+        let mut others_vote = false;
+        let mut ends_sole = false;
         {
             let pending = self.pending();
             for e in pending.range(first, last + 1) {
+                if let Payload::Membership(m) = &e.payload {
+                    ends_sole = self.names_sole_voter(m);
+                    others_vote |= !ends_sole;
+                }
                 let start = buf.len();
                 encode_entry(e, &mut buf);
                 let ts = e
@@ -340,7 +408,14 @@ impl PartitionLog {
         // `append_at` fails, writing nothing, unless `first` is the log's next
         // index: an entry is never stored under an index it was not given.
         // It returns after the fdatasync of the batch.
+        if others_vote {
+            // Entries after that membership need other nodes' copies.
+            self.end_sole_voter()?;
+        }
         self.log.append_at(first, &records)?;
+        if ends_sole && !self.meta.get().sole_voter {
+            self.meta.update(|m| m.sole_voter = true)?;
+        }
         Ok(())
     }
 
@@ -351,6 +426,9 @@ impl PartitionLog {
             Some(id) => id.index + 1,
             None => self.log.state().first_index,
         };
+        // A sole voter's log is never cut back; if it is, what it held is
+        // no longer all committed.
+        self.end_sole_voter()?;
         self.pending().remove_from(from);
         self.log.truncate_from(from)?;
         Ok(())
@@ -363,6 +441,10 @@ impl PartitionLog {
             return Ok(());
         }
         let hash = self.purge_hash(upto)?;
+        if upto.index >= self.log.state().next_index {
+            // A snapshot from a leader replaces the log: this node follows.
+            self.end_sole_voter()?;
+        }
         // First the term and the hash, durable: once the log's purge point
         // moves, this file is the only place that remembers which entry was
         // last purged, and a purge past the log's end cut short by a crash

@@ -318,6 +318,7 @@ impl<SM: StateMachine> Node<SM> {
             let pdir = partition_dir(&dir, p);
             reset_incoming(&pdir).await?;
             let log = LogStore::open(&pdir, config.log.clone()).await?;
+            log.set_own_id(config.id);
             closed.push(Box::pin(log.closed()));
             // Linked, so snapshots carry the log's chain hash and a replica
             // that catches up by snapshot keeps the chain its peers have.

@@ -10,5 +10,6 @@ mod log_store;
 mod restarted_leader_never_reuses_a_log_id;
 mod single_node;
 mod snapshot_by_size;
+mod sole_voter;
 mod storage_suite;
 mod support;
