@@ -405,16 +405,22 @@ impl PartitionLog {
         if self.adopts(&st, first) {
             self.log.purge(first - 1)?;
         }
-        // `append_at` fails, writing nothing, unless `first` is the log's next
-        // index: an entry is never stored under an index it was not given.
-        // It returns after the fdatasync of the batch.
         if others_vote {
             // Entries after that membership need other nodes' copies.
             self.end_sole_voter()?;
         }
+        // `append_at` fails, writing nothing, unless `first` is the log's next
+        // index: an entry is never stored under an index it was not given.
+        // It returns after the fdatasync of the batch.
         self.log.append_at(first, &records)?;
-        if ends_sole && !self.meta.get().sole_voter {
-            self.meta.update(|m| m.sole_voter = true)?;
+        if ends_sole {
+            let m = self.meta.get();
+            // Only while no vote names another node (as `save_vote` keeps it).
+            let own = self.own_id.get().copied();
+            let votes_here = m.vote.is_none_or(|v| Some(v.leader_id().node_id) == own);
+            if votes_here && !m.sole_voter {
+                self.meta.update(|m| m.sole_voter = true)?;
+            }
         }
         Ok(())
     }

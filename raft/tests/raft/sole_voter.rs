@@ -270,3 +270,39 @@ async fn a_vote_for_another_node_ends_the_sole_voter() {
         Some(log_id(1, 4))
     );
 }
+
+#[tokio::test]
+async fn a_follower_handed_a_membership_naming_it_alone_waits_until_it_votes_for_itself() {
+    let fs = SimFs::new();
+    let dir = Path::new("/sole/handed");
+    let mut store = open(&fs, dir, Some(OWN)).await;
+    // Node 2 leads and hands over the partition to this node.
+    store
+        .save_vote(&Vote::new_committed(1, 2))
+        .await
+        .expect("vote for node 2");
+    let led_by_2 = |index| {
+        LogId::new(
+            LeaderId {
+                term: 1,
+                node_id: 2,
+            },
+            index,
+        )
+    };
+    append(
+        &mut store,
+        vec![
+            Entry::new_membership(led_by_2(0), membership(&[OWN])),
+            Entry::new_normal(led_by_2(1), kv::set("k", "v")),
+        ],
+    )
+    .await
+    .expect("append");
+    let syncs = fs.counters().syncs;
+    store
+        .save_committed(Some(led_by_2(1)))
+        .await
+        .expect("save committed");
+    assert_eq!(fs.counters().syncs, syncs + 1, "still fdatasynced");
+}
