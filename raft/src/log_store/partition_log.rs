@@ -228,13 +228,17 @@ impl PartitionLog {
     /// standing as the sole voter in the same write: only a node that
     /// leads, or will, may count its own log as committed. Blocking.
     pub fn save_vote(&self, vote: Vote) -> Result<()> {
-        let own = self.own_id.get().copied();
         self.meta.update(|m| {
             m.vote = Some(vote);
-            if own != Some(vote.leader_id().node_id) {
+            if !self.names_self(&vote) {
                 m.sole_voter = false;
             }
         })
+    }
+
+    /// Whether `vote` is this node's own.
+    fn names_self(&self, vote: &Vote) -> bool {
+        self.own_id.get() == Some(&vote.leader_id().node_id)
     }
 
     /// Makes `committed` durable. Blocking.
@@ -265,10 +269,8 @@ impl PartitionLog {
     /// Clears the sole-voter flag, durably, before something that could
     /// leave a durable entry uncommitted. Blocking.
     fn end_sole_voter(&self) -> Result<()> {
-        if self.meta.get().sole_voter {
-            self.meta.update(|m| m.sole_voter = false)?;
-        }
-        Ok(())
+        // No I/O when the flag is clear already: `update` writes changes only.
+        self.meta.update(|m| m.sole_voter = false)
     }
 
     /// The committed log id a restart starts from: the saved one, or, for a
@@ -414,13 +416,12 @@ impl PartitionLog {
         // It returns after the fdatasync of the batch.
         self.log.append_at(first, &records)?;
         if ends_sole {
-            let m = self.meta.get();
             // Only while no vote names another node (as `save_vote` keeps it).
-            let own = self.own_id.get().copied();
-            let votes_here = m.vote.is_none_or(|v| Some(v.leader_id().node_id) == own);
-            if votes_here && !m.sole_voter {
-                self.meta.update(|m| m.sole_voter = true)?;
-            }
+            self.meta.update(|m| {
+                if m.vote.is_none_or(|v| self.names_self(&v)) {
+                    m.sole_voter = true;
+                }
+            })?;
         }
         Ok(())
     }

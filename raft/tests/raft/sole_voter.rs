@@ -80,11 +80,23 @@ async fn sole_voter_log(fs: &SimFs, dir: &Path, n: u64) -> LogStore {
     store
 }
 
-/// Loses power and reopens the store: only what was fdatasynced is left.
-async fn crash_and_reopen(fs: &SimFs, dir: &Path, store: LogStore) -> LogStore {
+/// Loses power, reopens the store (only what was fdatasynced is left) and
+/// returns the committed log id it starts from.
+async fn committed_after_crash(fs: &SimFs, dir: &Path, store: LogStore) -> Option<LogId> {
     fs.crash();
     drop(store);
-    open(fs, dir, Some(OWN)).await
+    let mut store = open(fs, dir, Some(OWN)).await;
+    store.read_committed().await.expect("read committed")
+}
+
+/// Saves `committed` and returns how many fdatasyncs that cost.
+async fn syncs_of_save(fs: &SimFs, store: &mut LogStore, committed: LogId) -> u64 {
+    let before = fs.counters().syncs;
+    store
+        .save_committed(Some(committed))
+        .await
+        .expect("save committed");
+    fs.counters().syncs - before
 }
 
 #[tokio::test]
@@ -108,9 +120,8 @@ async fn a_sole_voter_saves_committed_without_fdatasync_and_restarts_from_its_lo
     append(&mut store, vec![normal(1, 6)])
         .await
         .expect("append");
-    let mut store = crash_and_reopen(&fs, dir, store).await;
     assert_eq!(
-        store.read_committed().await.expect("read committed"),
+        committed_after_crash(&fs, dir, store).await,
         Some(log_id(1, 6)),
         "a restart starts from the log's last entry"
     );
@@ -131,15 +142,13 @@ async fn without_its_own_id_a_store_never_counts_itself_the_sole_voter() {
     )
     .await
     .expect("append");
-    let syncs = fs.counters().syncs;
-    store
-        .save_committed(Some(log_id(1, 1)))
-        .await
-        .expect("save committed");
-    assert_eq!(fs.counters().syncs, syncs + 1, "one fdatasync per save");
-    let mut store = crash_and_reopen(&fs, dir, store).await;
     assert_eq!(
-        store.read_committed().await.expect("read committed"),
+        syncs_of_save(&fs, &mut store, log_id(1, 1)).await,
+        1,
+        "one fdatasync per save"
+    );
+    assert_eq!(
+        committed_after_crash(&fs, dir, store).await,
         Some(log_id(1, 1))
     );
 }
@@ -164,19 +173,13 @@ async fn a_membership_with_other_voters_ends_the_sole_voter_before_it_is_durable
     .expect("append");
     // Entries 4 and 5 now need a quorum of three: a restart must not take
     // them as committed, but keeps the committed log id saved last.
-    let syncs = fs.counters().syncs;
-    store
-        .save_committed(Some(log_id(1, 4)))
-        .await
-        .expect("save committed");
     assert_eq!(
-        fs.counters().syncs,
-        syncs + 1,
+        syncs_of_save(&fs, &mut store, log_id(1, 4)).await,
+        1,
         "saves are fdatasynced again"
     );
-    let mut store = crash_and_reopen(&fs, dir, store).await;
     assert_eq!(
-        store.read_committed().await.expect("read committed"),
+        committed_after_crash(&fs, dir, store).await,
         Some(log_id(1, 4))
     );
 }
@@ -205,15 +208,13 @@ async fn a_membership_naming_this_node_alone_again_restores_the_sole_voter() {
     )
     .await
     .expect("shrink");
-    let syncs = fs.counters().syncs;
-    store
-        .save_committed(Some(log_id(1, 4)))
-        .await
-        .expect("save committed");
-    assert_eq!(fs.counters().syncs, syncs, "no fdatasync once alone again");
-    let mut store = crash_and_reopen(&fs, dir, store).await;
     assert_eq!(
-        store.read_committed().await.expect("read committed"),
+        syncs_of_save(&fs, &mut store, log_id(1, 4)).await,
+        0,
+        "no fdatasync once alone again"
+    );
+    assert_eq!(
+        committed_after_crash(&fs, dir, store).await,
         Some(log_id(1, 4))
     );
 }
@@ -231,9 +232,8 @@ async fn a_truncation_ends_the_sole_voter() {
         .truncate_after(Some(log_id(1, 3)))
         .await
         .expect("truncate");
-    let mut store = crash_and_reopen(&fs, dir, store).await;
     assert_eq!(
-        store.read_committed().await.expect("read committed"),
+        committed_after_crash(&fs, dir, store).await,
         Some(log_id(1, 2)),
         "the committed log id told last, written when the flag was cleared"
     );
@@ -252,21 +252,13 @@ async fn a_vote_for_another_node_ends_the_sole_voter() {
         .save_vote(&Vote::new(2, 2))
         .await
         .expect("vote for node 2");
-    let syncs = fs.counters().syncs;
-    store
-        .save_committed(Some(log_id(1, 4)))
-        .await
-        .expect("save committed");
     assert_eq!(
-        fs.counters().syncs,
-        syncs + 1,
+        syncs_of_save(&fs, &mut store, log_id(1, 4)).await,
+        1,
         "saves are fdatasynced again"
     );
-    fs.crash();
-    drop(store);
-    let mut store = open(&fs, dir, Some(OWN)).await;
     assert_eq!(
-        store.read_committed().await.expect("read committed"),
+        committed_after_crash(&fs, dir, store).await,
         Some(log_id(1, 4))
     );
 }
@@ -299,10 +291,9 @@ async fn a_follower_handed_a_membership_naming_it_alone_waits_until_it_votes_for
     )
     .await
     .expect("append");
-    let syncs = fs.counters().syncs;
-    store
-        .save_committed(Some(led_by_2(1)))
-        .await
-        .expect("save committed");
-    assert_eq!(fs.counters().syncs, syncs + 1, "still fdatasynced");
+    assert_eq!(
+        syncs_of_save(&fs, &mut store, led_by_2(1)).await,
+        1,
+        "still fdatasynced"
+    );
 }
