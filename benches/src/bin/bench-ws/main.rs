@@ -178,7 +178,8 @@ pub(crate) struct Plan {
     pub(crate) max_rate: f64,
     /// The last run at the goal rate, measured for this long: long enough
     /// for the node's periodic work (a projection store's durable commit
-    /// comes every 50,000 entries of a partition) to fall inside it.
+    /// comes every 200,000 entries of a partition, 40 s at the goal rate)
+    /// to fall inside it.
     pub(crate) soak: Duration,
     /// Only `missive serve` at the goal rate: no idle phase, no step-up,
     /// no other system (`--goal-only`, for comparing builds quickly).
