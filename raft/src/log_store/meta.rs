@@ -72,10 +72,10 @@
 //! holds durably is committed, or will be by the first thing this node
 //! does as leader, which no other node can prevent or contradict: the log
 //! itself records the committed log id. The **sole voter** flag says so.
-//! While it is set, saving the committed log id costs no fdatasync: the
-//! slot is written for readers of the file (a clean stop, a killed
-//! process) and left to the kernel, and a restart reads the committed log
-//! id from the log's last entry. The partition log sets the flag only
+//! While it is set, saving the committed log id costs no I/O at all: it
+//! is kept in memory ([`MetaFile::note_committed`]), the file's copy
+//! stays where the last write left it, and a restart, or an offline
+//! reader, takes the committed log id from the log's last entry. The partition log sets the flag only
 //! after a membership naming this node as the only voter is durable in the
 //! log, and clears it, with the committed log id it was told last, before
 //! anything could make a durable entry uncommitted: a membership with
@@ -368,7 +368,7 @@ impl MetaFile {
         };
         for _ in 0..copies {
             let seq = w.seq + 1;
-            if let Err(e) = write_slot(&*w.file, &path, seq, &new, true) {
+            if let Err(e) = write_slot(&*w.file, &path, seq, &new) {
                 tracing::error!(dir = %self.dir.display(), error = %e, "raft metadata poisoned");
                 w.poisoned = Some(e.to_string());
                 return Err(e);
@@ -381,20 +381,11 @@ impl MetaFile {
 }
 
 /// Writes `meta` with sequence number `seq` over the older slot (the one
-/// `seq` picks), and fdatasyncs it if `sync`.
-fn write_slot(
-    file: &dyn LogFile,
-    path: &Path,
-    seq: u64,
-    meta: &RaftMeta,
-    sync: bool,
-) -> Result<()> {
+/// `seq` picks) and fdatasyncs it.
+fn write_slot(file: &dyn LogFile, path: &Path, seq: u64, meta: &RaftMeta) -> Result<()> {
     let at = (seq % 2) as usize * SLOT_STRIDE;
     file.write_all_at(&meta.encode(seq), at as u64)
         .map_err(|e| Error::io("write", path, e))?;
-    if !sync {
-        return Ok(());
-    }
     // Acknowledging the update promises it survives a crash.
     file.sync_data()
         .map_err(|e| Error::io("fdatasync", path, e))

@@ -89,13 +89,18 @@ async fn committed_after_crash(fs: &SimFs, dir: &Path, store: LogStore) -> Optio
     store.read_committed().await.expect("read committed")
 }
 
-/// Saves `committed` and returns how many fdatasyncs that cost.
-async fn syncs_of_save(fs: &SimFs, store: &mut LogStore, committed: LogId) -> u64 {
-    let before = fs.counters().syncs;
+/// Saves `committed` as the committed log id.
+async fn save(store: &mut LogStore, committed: LogId) {
     store
         .save_committed(Some(committed))
         .await
         .expect("save committed");
+}
+
+/// Saves `committed` and returns how many fdatasyncs that cost.
+async fn syncs_of_save(fs: &SimFs, store: &mut LogStore, committed: LogId) -> u64 {
+    let before = fs.counters().syncs;
+    save(store, committed).await;
     fs.counters().syncs - before
 }
 
@@ -107,10 +112,7 @@ async fn a_sole_voter_saves_committed_without_fdatasync_and_restarts_from_its_lo
     let syncs = fs.counters().syncs;
     let writes = fs.counters().writes;
     for i in 1..=5 {
-        store
-            .save_committed(Some(log_id(1, i)))
-            .await
-            .expect("save committed");
+        save(&mut store, log_id(1, i)).await;
     }
     assert_eq!(fs.counters().syncs, syncs, "no fdatasync for a sole voter");
     assert_eq!(fs.counters().writes, writes, "no write either");
@@ -158,10 +160,7 @@ async fn a_membership_with_other_voters_ends_the_sole_voter_before_it_is_durable
     let fs = SimFs::new();
     let dir = Path::new("/sole/grows");
     let mut store = sole_voter_log(&fs, dir, 3).await;
-    store
-        .save_committed(Some(log_id(1, 3)))
-        .await
-        .expect("save committed");
+    save(&mut store, log_id(1, 3)).await;
     append(
         &mut store,
         vec![
@@ -195,10 +194,7 @@ async fn a_membership_naming_this_node_alone_again_restores_the_sole_voter() {
     )
     .await
     .expect("grow");
-    store
-        .save_committed(Some(log_id(1, 2)))
-        .await
-        .expect("save committed");
+    save(&mut store, log_id(1, 2)).await;
     append(
         &mut store,
         vec![
@@ -224,10 +220,7 @@ async fn a_truncation_ends_the_sole_voter() {
     let fs = SimFs::new();
     let dir = Path::new("/sole/truncated");
     let mut store = sole_voter_log(&fs, dir, 4).await;
-    store
-        .save_committed(Some(log_id(1, 2)))
-        .await
-        .expect("save committed");
+    save(&mut store, log_id(1, 2)).await;
     store
         .truncate_after(Some(log_id(1, 3)))
         .await
@@ -244,10 +237,7 @@ async fn a_vote_for_another_node_ends_the_sole_voter() {
     let fs = SimFs::new();
     let dir = Path::new("/sole/votes");
     let mut store = sole_voter_log(&fs, dir, 4).await;
-    store
-        .save_committed(Some(log_id(1, 3)))
-        .await
-        .expect("save committed");
+    save(&mut store, log_id(1, 3)).await;
     store
         .save_vote(&Vote::new(2, 2))
         .await
