@@ -33,6 +33,9 @@
 //!   manifest `Node::backup` writes).
 //! - [`offline`]: a stopped partition's snapshot, read; a fresh partition
 //!   seeded with a snapshot (replay and restore tools).
+//! - [`pace`]: the budget the node's large background writes (snapshot
+//!   builds, the projection store's durable commits) share, so that they
+//!   do not reach the disk in bursts the logs' fdatasyncs wait behind.
 //!
 //! # A partition directory
 //!
@@ -69,6 +72,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod offline;
+pub mod pace;
 pub mod partition;
 mod pb;
 mod sm_store;

@@ -62,10 +62,17 @@
 //!
 //! A durable commit's pages would otherwise reach the disk in one burst at
 //! its fdatasync, and every partition log's fdatasync on the same disk
-//! would wait behind it. So while the queue is at most half full, the
-//! thread waits after each MiB it writes until the disk has taken it
-//! ([`PACE_BYTES`]; `hand_to_disk`). Past half full it writes at memory
-//! speed, so that redb's writes do not wait on the pacing.
+//! would wait behind it. So after each MiB it writes ([`PACE_BYTES`]) the
+//! thread hands it to the disk and keeps to the node's budget for
+//! background writes ([`missive_raft::pace`], shared with snapshot
+//! builds): a durable commit of 100 MiB reaches the disk over seconds,
+//! not in one. The queue is sized for that: it holds a durable commit of a
+//! busy partition whole.
+//!
+//! The thread stops pacing, and writes at memory speed, whenever somebody
+//! waits on it: past half the queue's bound (redb's next write would soon
+//! wait for room, and the partition's applies with it), a read that needs
+//! the queue settled, a drain, or the close.
 //!
 //! # Bounds and failures
 //!
@@ -88,9 +95,12 @@ use std::thread::JoinHandle;
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
-/// The most bytes of queued writes: a durable commit of a busy partition
-/// writes about 20 MiB.
-pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// The most bytes of queued writes. A durable commit of a busy partition
+/// writes 60–120 MiB (bench-ws at 5,000 msg/s, 10,000 users, one every
+/// 200,000 entries), and the queue must hold it below half this bound to
+/// pace it (see the module docs). The buffers beyond the pool's are given
+/// back once written.
+pub const MAX_QUEUED_BYTES: usize = 256 << 20;
 
 /// Queued bytes past which the thread is woken without waiting for a sync,
 /// so that writes redb makes outside a durable commit (evicting its write
@@ -239,6 +249,9 @@ struct State {
     /// A reader waits for queued writes: the thread takes them without
     /// waiting for a sync.
     wanted: bool,
+    /// Callers waiting on the thread (reads, drains): it does not pace
+    /// while there are any.
+    waiters: usize,
     /// Set once the database closes: the thread ends when the queue is empty.
     stop: bool,
 }
@@ -276,6 +289,12 @@ impl State {
         wait
     }
 
+    /// Whether the thread must write at memory speed: somebody waits on
+    /// it, or soon will (see the module docs).
+    fn hurried(&self, max_queued: usize) -> bool {
+        self.waiters > 0 || self.bytes > max_queued / 2 || self.stop || self.failed.is_some()
+    }
+
     fn push(&mut self, op: Op) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -294,6 +313,8 @@ struct Shared {
     progress: Condvar,
     /// The thread's handle on the file.
     file: File,
+    /// The most bytes of queued writes ([`MAX_QUEUED_BYTES`]).
+    max_queued: usize,
     /// Tests: system calls the thread may still make before it acts as if
     /// the machine stopped there.
     #[cfg(test)]
@@ -319,6 +340,26 @@ impl Shared {
         Ok(())
     }
 
+    /// After `bytes` written: hands them to the disk and keeps to the
+    /// node's budget for background writes, unless the thread is hurried
+    /// (see the module docs), which also cuts a wait short.
+    fn pace(&self, bytes: usize) -> io::Result<()> {
+        if self.lock().hurried(self.max_queued) {
+            return Ok(());
+        }
+        missive_raft::pace::hand_to_disk(&self.file)?;
+        let wait = missive_raft::pace::BACKGROUND.reserve(bytes);
+        if !wait.is_zero() {
+            let state = self.lock();
+            // Whoever hurries the thread notifies `work`.
+            let _ = self
+                .work
+                .wait_timeout_while(state, wait, |s| !s.hurried(self.max_queued))
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -334,10 +375,12 @@ impl Shared {
         let mut state = self.lock();
         state.check()?;
         let seq = state.push(Op::Sync);
+        state.waiters += 1;
         self.work.notify_one();
         while state.done <= seq && state.failed.is_none() {
             state = self.wait(state);
         }
+        state.waiters -= 1;
         state.check()
     }
 }
@@ -366,6 +409,11 @@ pub struct WriteBehind {
 impl WriteBehind {
     /// Opens (creating if needed) the file at `path` and starts its thread.
     pub fn open(path: &Path) -> io::Result<(WriteBehind, Flusher)> {
+        WriteBehind::open_bounded(path, MAX_QUEUED_BYTES)
+    }
+
+    /// [`WriteBehind::open`] with at most `max_queued` bytes queued.
+    fn open_bounded(path: &Path, max_queued: usize) -> io::Result<(WriteBehind, Flusher)> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -373,12 +421,12 @@ impl WriteBehind {
             .truncate(false)
             .open(path)?;
         let io = file.try_clone()?;
-        WriteBehind::start(file, io)
+        WriteBehind::start(file, io, max_queued)
     }
 
     /// The backend over `file`, whose thread does its I/O through `io`
     /// (the same file).
-    fn start(file: File, io: File) -> io::Result<(WriteBehind, Flusher)> {
+    fn start(file: File, io: File, max_queued: usize) -> io::Result<(WriteBehind, Flusher)> {
         let len = file.metadata()?.len();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -389,6 +437,7 @@ impl WriteBehind {
             work: Condvar::new(),
             progress: Condvar::new(),
             file: io,
+            max_queued,
             #[cfg(test)]
             calls_left: u64::MAX.into(),
             #[cfg(test)]
@@ -454,11 +503,13 @@ impl StorageBackend for WriteBehind {
             let Some(seq) = state.unsettled(offset, end) else {
                 break;
             };
+            state.waiters += 1;
             while state.done <= seq && state.failed.is_none() {
                 state.wanted = true;
                 self.shared.work.notify_one();
                 state = self.shared.wait(state);
             }
+            state.waiters -= 1;
         }
         // Under the lock: a queued write stays in `pages` until the thread
         // has finished it, so every byte is either final in the file or
@@ -502,7 +553,7 @@ impl StorageBackend for WriteBehind {
         let data = Arc::new(POOL.copy(data));
         let mut state = self.shared.lock();
         state.check()?;
-        while state.bytes > 0 && state.bytes + data.len() > MAX_QUEUED_BYTES {
+        while state.bytes > 0 && state.bytes + data.len() > self.shared.max_queued {
             self.shared.work.notify_one();
             state = self.shared.wait(state);
             state.check()?;
@@ -721,51 +772,11 @@ fn write_all(
         }
         unpaced += (end - start) as usize;
         if unpaced >= PACE_BYTES {
-            // Pacing slows the queue's draining to the disk's pace: past
-            // half the bound, redb's next write would soon wait for room
-            // (and the partition's applies with it), so the rest goes to
-            // the page cache at once, as without pacing.
-            if shared.lock().bytes <= MAX_QUEUED_BYTES / 2 {
-                hand_to_disk(file)?;
-            }
+            shared.pace(unpaced)?;
             unpaced = 0;
         }
         i = j;
     }
-    Ok(())
-}
-
-/// Starts writing the file's dirty pages to the disk and waits until the
-/// disk has them (`sync_file_range`; not a flush of the disk's cache, and
-/// no promise of durability: the sync that follows makes that).
-///
-/// Why: a durable commit writes tens of MiB. Left in the page cache until
-/// its fdatasync, they reach the disk in one burst, and every fdatasync on
-/// the same disk meanwhile waits behind it — the partition logs', on
-/// which every acknowledgement waits. Handed over a MiB at a time, the
-/// disk takes the log's small writes between them (docs/projection-store.md,
-/// "Pacing a durable commit's pages"). The caller paces only while the
-/// queue is at most half full.
-#[cfg(target_os = "linux")]
-fn hand_to_disk(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
-        | libc::SYNC_FILE_RANGE_WRITE
-        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-    // SAFETY: a plain system call on a descriptor `file` keeps open for
-    // the call's length; offset 0 and length 0 mean the whole file.
-    #[allow(unsafe_code)]
-    let r = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, flags) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Elsewhere the sync that follows does all of it.
-#[cfg(not(target_os = "linux"))]
-fn hand_to_disk(_: &File) -> io::Result<()> {
     Ok(())
 }
 
@@ -917,8 +928,12 @@ mod tests {
         std::fs::write(&path, []).unwrap();
         let (b, flusher) = WriteBehind::open(&path).unwrap();
         // The thread's handle is one that cannot write.
-        let (broken, _) =
-            WriteBehind::start(File::open(&path).unwrap(), File::open(&path).unwrap()).unwrap();
+        let (broken, _) = WriteBehind::start(
+            File::open(&path).unwrap(),
+            File::open(&path).unwrap(),
+            MAX_QUEUED_BYTES,
+        )
+        .unwrap();
         broken.write(0, &[1; 4096]).unwrap();
         broken.sync_data().unwrap();
         let err = Flusher(Arc::clone(&broken.shared)).drain().unwrap_err();
@@ -939,13 +954,14 @@ mod tests {
     #[test]
     fn the_queue_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let (b, flusher) = backend(&dir);
+        let bound = 16 << 20;
+        let (b, flusher) = WriteBehind::open_bounded(&dir.path().join("s.redb"), bound).unwrap();
         let page = vec![5; 1 << 20];
-        let total = MAX_QUEUED_BYTES * 3;
+        let total = bound * 3;
         b.set_len(total as u64).unwrap();
         for i in 0..total / page.len() {
             b.write((i * page.len()) as u64, &page).unwrap();
-            assert!(b.shared.lock().bytes <= MAX_QUEUED_BYTES);
+            assert!(b.shared.lock().bytes <= bound);
         }
         flusher.drain().unwrap();
         assert_eq!(b.shared.lock().bytes, 0);

@@ -221,6 +221,8 @@ pub(crate) fn write_file(
             inner: Positioned {
                 file: &file,
                 pos: HEADER_LEN as u64,
+                pace: true,
+                unpaced: 0,
             },
             crc: crc32fast::Hasher::new(),
             len: 0,
@@ -247,18 +249,35 @@ pub(crate) fn write_file(
     Ok(header)
 }
 
-/// Writes at an advancing position with pwrite (no shared cursor).
+/// Writes at an advancing position with pwrite (no shared cursor), paced
+/// to the disk ([`crate::pace`]).
 struct Positioned<'a> {
     /// The file written.
     file: &'a File,
     /// Where the next byte goes.
     pos: u64,
+    /// Whether to pace: a build does, a copy does not (a replica
+    /// installing a snapshot is behind, and catching up comes first).
+    pace: bool,
+    /// Bytes written since the last hand to the disk.
+    unpaced: usize,
 }
+
+/// Bytes a snapshot writes between two hands to the disk.
+const PACE_BYTES: usize = 1 << 20;
 
 impl Write for Positioned<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write_at(buf, self.pos)?;
         self.pos += n as u64;
+        self.unpaced += n;
+        if self.pace && self.unpaced >= PACE_BYTES {
+            // A snapshot is the whole state: written at memory speed it
+            // would reach the disk in one burst at its fdatasync, with the
+            // logs' flushes waiting behind it (crate::pace).
+            crate::pace::paced(self.file, self.unpaced)?;
+            self.unpaced = 0;
+        }
         Ok(n)
     }
 
@@ -343,6 +362,8 @@ pub(crate) fn copy_checked(
         Positioned {
             file: &dst,
             pos: header.header_len() as u64,
+            pace: false,
+            unpaced: 0,
         },
     );
     check_body(src, src_path, &header, Some(&mut out))?;
