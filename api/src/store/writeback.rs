@@ -85,6 +85,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
@@ -237,7 +238,7 @@ struct State {
     /// Bytes of the queued writes.
     bytes: usize,
     /// Per page number, the newest queued write touching it.
-    pages: HashMap<u64, Newest>,
+    pages: HashMap<u64, Newest, BuildHasherDefault<PageHasher>>,
     /// Queued resizes: sequence number and length, oldest first.
     resizes: VecDeque<(u64, u64)>,
     /// The file's length now, every resize done so far included.
@@ -300,6 +301,32 @@ impl State {
         self.next_seq += 1;
         self.ops.push_back((seq, op));
         seq
+    }
+}
+
+/// Hashes a page number with one multiplication: the queue's map takes an
+/// insert for every page a durable commit writes (tens of thousands at
+/// once, on the apply thread), and its keys come from redb, not from
+/// anyone who could choose them to collide.
+#[derive(Debug, Default)]
+struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, page: u64) {
+        let h = page.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // The table takes its buckets from the low bits and its tags from
+        // the high ones: fold the well-mixed high half into the low.
+        self.0 = h ^ (h >> 32);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -573,9 +600,17 @@ impl StorageBackend for WriteBehind {
                 },
             );
         }
+        let before = state.bytes;
         state.bytes += data.len();
         state.push(Op::Write { offset, data });
-        if state.bytes >= WAKE_AT_BYTES {
+        // Woken only as the queue crosses a mark (the thread looks at the
+        // queue again before it waits): a durable commit queues tens of
+        // thousands of pages, and a wake-up for each would have the thread
+        // take the lock against this one as often.
+        let half = self.shared.max_queued / 2;
+        if (before < WAKE_AT_BYTES && state.bytes >= WAKE_AT_BYTES)
+            || (before <= half && state.bytes > half)
+        {
             self.shared.work.notify_one();
         }
         Ok(())
