@@ -987,6 +987,26 @@ mod tests {
     }
 
     #[test]
+    fn the_thread_paces_only_while_nobody_waits_on_it() {
+        let max = 64 << 20;
+        let mut state = State::default();
+        assert!(!state.hurried(max), "an idle queue is paced");
+        state.bytes = max / 2;
+        assert!(!state.hurried(max), "up to half the bound, paced");
+        state.bytes = max / 2 + 1;
+        assert!(
+            state.hurried(max),
+            "past half, redb's writes would soon wait"
+        );
+        state.bytes = 0;
+        state.waiters = 1;
+        assert!(state.hurried(max), "a read or a drain waits");
+        state.waiters = 0;
+        state.stop = true;
+        assert!(state.hurried(max), "closing");
+    }
+
+    #[test]
     fn the_queue_is_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let bound = 16 << 20;
