@@ -247,11 +247,9 @@ struct State {
     len: u64,
     /// The thread's first I/O error.
     failed: Option<(io::ErrorKind, String)>,
-    /// A reader waits for queued writes: the thread takes them without
-    /// waiting for a sync.
-    wanted: bool,
-    /// Callers waiting on the thread (reads, drains): it does not pace
-    /// while there are any.
+    /// Callers waiting on the thread (reads, drains): while there are any,
+    /// it takes queued writes without waiting for a sync, and does not
+    /// pace them.
     waiters: usize,
     /// Set once the database closes: the thread ends when the queue is empty.
     stop: bool,
@@ -532,7 +530,6 @@ impl StorageBackend for WriteBehind {
             };
             state.waiters += 1;
             while state.done <= seq && state.failed.is_none() {
-                state.wanted = true;
                 self.shared.work.notify_one();
                 state = self.shared.wait(state);
             }
@@ -675,7 +672,8 @@ fn run(shared: &Shared) {
                     .ops
                     .iter()
                     .any(|(_, op)| !matches!(op, Op::Write { .. }));
-                let due = barrier || state.wanted || state.bytes >= WAKE_AT_BYTES || state.stop;
+                let due =
+                    barrier || state.waiters > 0 || state.bytes >= WAKE_AT_BYTES || state.stop;
                 if due && !state.ops.is_empty() {
                     break;
                 }
@@ -687,7 +685,6 @@ fn run(shared: &Shared) {
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
-            state.wanted = false;
             take(&state)
         };
         let started = *since_sync.get_or_insert_with(std::time::Instant::now);

@@ -104,6 +104,24 @@ async fn syncs_of_save(fs: &SimFs, store: &mut LogStore, committed: LogId) -> u6
     fs.counters().syncs - before
 }
 
+/// Saves `committed`, checks that it cost `syncs` fdatasyncs (`why`), then
+/// loses power and checks that the reopened store starts from it.
+async fn save_and_crash(
+    fs: &SimFs,
+    dir: &Path,
+    mut store: LogStore,
+    committed: LogId,
+    syncs: u64,
+    why: &str,
+) {
+    assert_eq!(
+        syncs_of_save(fs, &mut store, committed).await,
+        syncs,
+        "{why}"
+    );
+    assert_eq!(committed_after_crash(fs, dir, store).await, Some(committed));
+}
+
 #[tokio::test]
 async fn a_sole_voter_saves_committed_without_fdatasync_and_restarts_from_its_log() {
     let fs = SimFs::new();
@@ -144,15 +162,7 @@ async fn without_its_own_id_a_store_never_counts_itself_the_sole_voter() {
     )
     .await
     .expect("append");
-    assert_eq!(
-        syncs_of_save(&fs, &mut store, log_id(1, 1)).await,
-        1,
-        "one fdatasync per save"
-    );
-    assert_eq!(
-        committed_after_crash(&fs, dir, store).await,
-        Some(log_id(1, 1))
-    );
+    save_and_crash(&fs, dir, store, log_id(1, 1), 1, "one fdatasync per save").await;
 }
 
 #[tokio::test]
@@ -172,15 +182,15 @@ async fn a_membership_with_other_voters_ends_the_sole_voter_before_it_is_durable
     .expect("append");
     // Entries 4 and 5 now need a quorum of three: a restart must not take
     // them as committed, but keeps the committed log id saved last.
-    assert_eq!(
-        syncs_of_save(&fs, &mut store, log_id(1, 4)).await,
+    save_and_crash(
+        &fs,
+        dir,
+        store,
+        log_id(1, 4),
         1,
-        "saves are fdatasynced again"
-    );
-    assert_eq!(
-        committed_after_crash(&fs, dir, store).await,
-        Some(log_id(1, 4))
-    );
+        "saves are fdatasynced again",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -204,15 +214,15 @@ async fn a_membership_naming_this_node_alone_again_restores_the_sole_voter() {
     )
     .await
     .expect("shrink");
-    assert_eq!(
-        syncs_of_save(&fs, &mut store, log_id(1, 4)).await,
+    save_and_crash(
+        &fs,
+        dir,
+        store,
+        log_id(1, 4),
         0,
-        "no fdatasync once alone again"
-    );
-    assert_eq!(
-        committed_after_crash(&fs, dir, store).await,
-        Some(log_id(1, 4))
-    );
+        "no fdatasync once alone again",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -242,15 +252,15 @@ async fn a_vote_for_another_node_ends_the_sole_voter() {
         .save_vote(&Vote::new(2, 2))
         .await
         .expect("vote for node 2");
-    assert_eq!(
-        syncs_of_save(&fs, &mut store, log_id(1, 4)).await,
+    save_and_crash(
+        &fs,
+        dir,
+        store,
+        log_id(1, 4),
         1,
-        "saves are fdatasynced again"
-    );
-    assert_eq!(
-        committed_after_crash(&fs, dir, store).await,
-        Some(log_id(1, 4))
-    );
+        "saves are fdatasynced again",
+    )
+    .await;
 }
 
 #[tokio::test]
